@@ -1,0 +1,37 @@
+# Two entry points: `make serve` and `make test`. Both create .venv, install with the
+# constraints file (which pins torch==2.13.0, the CPU wheel), and build the demo models once.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+MODELS_DIR ?= models
+HTTP_PORT ?= 8080
+GRPC_PORT ?= 8081
+INSTALLED := $(VENV)/.installed
+
+.PHONY: serve test install models list clean-models
+
+serve: models
+	$(PY) -m predictors serve --models-dir $(MODELS_DIR) --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT)
+
+test: models
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(INSTALLED)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install --quiet -c constraints.txt -e '.[build,test]'
+	touch $@
+
+# Builds every demo model folder; reuses the artifacts cached under ~/.cache/predictors.
+models: install
+	$(PY) tools/build_models.py --models-dir $(MODELS_DIR)
+
+list: install
+	$(PY) -m predictors list --models-dir $(MODELS_DIR)
+
+clean-models:
+	git clean -fdX $(MODELS_DIR)
