@@ -1,0 +1,41 @@
+"""HuggingFace transformers on torch (CPU)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from ..config import ModelConfig
+from ..tasks import TaskHead
+from .base import Backend
+
+
+class HFBackend(Backend):
+    name = "hf"
+    platform = "pytorch_transformers"
+
+    def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: int = 1) -> None:
+        super().__init__(config, head, weights, threads)
+        # torch's intra-op pool is process-wide; parallelism comes from several worker threads each
+        # running a chunk, which beats one chunk on many threads for these small encoders.
+        torch.set_num_threads(threads)
+        auto_class = getattr(transformers, head.hf_auto_class)
+        self.model = auto_class.from_pretrained(config.path).eval()
+        accepted = inspect.signature(self.model.forward).parameters
+        self._inputs = tuple(
+            n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted
+        )
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._inputs
+
+    def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {k: torch.from_numpy(arrays[k]) for k in self._inputs if k in arrays}
+        with torch.inference_mode():
+            output = self.model(**feeds)
+        return output[self.head.backend_output].numpy()

@@ -1,0 +1,215 @@
+"""The kserve.Model for a text model: validate, chunk and schedule; the stages are in their modules.
+
+preprocess  codec.decode_request: V2 / V1 / gRPC -> TextRequest (a validated list of texts)
+predict     sort by length, split into batch_size chunks, tokenize + backend + task head per chunk
+            on worker threads (never on the event loop), reassemble in request order
+postprocess codec.encode_response: typed outputs -> V2 InferResponse or V1 predictions
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import kserve
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+from . import codec
+from .backends import BACKENDS, Backend, BackendChoice, choose_backend
+from .config import ModelConfig, default_workers
+from .tasks import TASKS, TokenBatch
+
+logger = logging.getLogger("predictors")
+
+WARMUP_TEXT = "Warm-up request: the model answers before it reports ready."
+
+
+@dataclass
+class Predictions:
+    request: codec.TextRequest
+    outputs: dict[str, np.ndarray]
+    truncated: list[int]
+
+
+class TextPredictor(kserve.Model):
+    """Serves one model folder. `load()` blocks (weights, tokenizer, warm-up); the server runs it
+    off the event loop and reports the model ready only once it has answered a warm-up request."""
+
+    def __init__(self, config: ModelConfig, name: str | None = None) -> None:
+        super().__init__(name or config.name)
+        self.config = config
+        self.head = TASKS[config.task](config)
+        self.specs = self.head.outputs()
+        self.workers = config.workers or default_workers()
+        self.tokenizer = None
+        self.backend: Backend | None = None
+        self.choice: BackendChoice | None = None
+        self.load_error: str | None = None
+        self.load_seconds: float | None = None
+        self._load_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def load(self) -> bool:
+        with self._load_lock:
+            if self.ready:
+                return True
+            started = time.monotonic()
+            from transformers import AutoTokenizer
+
+            self.choice = choose_backend(self.config)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.config.path)
+            self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=1)
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"infer-{self.name}")
+            self._warm_up()
+            self.load_seconds = round(time.monotonic() - started, 2)
+            self.ready = True
+            logger.info(
+                "model %s ready in %.1fs: task=%s backend=%s (%s) file=%s",
+                self.name, self.load_seconds, self.config.task, self.choice.name,
+                self.choice.reason, self.choice.weights.name,
+            )
+            return True
+
+    def _warm_up(self) -> None:
+        """One full request through the same codec, chunking and backend a client's goes through."""
+        request = InferRequest(
+            model_name=self.name,
+            infer_inputs=[InferInput(codec.INPUT_NAME, [1], codec.INPUT_DATATYPE, [WARMUP_TEXT])],
+            request_id="warm-up",
+        )
+        text_request = codec.decode_request(request, self.specs, self.config.max_batch)
+        outputs, truncated = self._predict_blocking(text_request.texts)
+        response = codec.encode_response(
+            text_request, outputs, self.specs, self.name, self.config.version, truncated
+        )
+        response.to_rest()
+
+    def stop(self) -> None:
+        self.ready = False
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- metadata ----------------------------------------------------------------------------
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return codec.input_metadata()
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [spec.metadata() for spec in self.specs]
+
+    @property
+    def platform(self) -> str:
+        return BACKENDS[self.choice.name].platform if self.choice else ""
+
+    def describe(self) -> dict[str, Any]:
+        """Everything a client or operator may want to know, served at /v2/models/<name>/config."""
+        return {
+            "name": self.name,
+            "version": self.config.version,
+            "description": self.config.description,
+            "task": self.config.task,
+            "platform": self.platform,
+            "backend": self.choice.name if self.choice else None,
+            "backend_reason": self.choice.reason if self.choice else None,
+            "weights": self.choice.weights.name if self.choice else None,
+            "batch_size": self.config.batch_size,
+            "max_batch": self.config.max_batch,
+            "max_length": self.config.max_length,
+            "workers": self.workers,
+            "ready": self.ready,
+            "load_seconds": self.load_seconds,
+            "inputs": self.get_input_types(),
+            "outputs": self.get_output_types(),
+            "metrics": self.config.recorded_metrics(),
+            **self.head.describe(),
+        }
+
+    # ---- request path ------------------------------------------------------------------------
+    def validate(self, payload: Any) -> Any:
+        # kserve's validate() inspects raw dicts; preprocess already produced a validated TextRequest.
+        return payload
+
+    async def preprocess(self, payload: InferRequest | dict, headers: dict[str, str] | None = None) -> codec.TextRequest:
+        return codec.decode_request(payload, self.specs, self.config.max_batch)
+
+    async def predict(self, payload: codec.TextRequest, headers: dict[str, str] | None = None) -> Predictions:
+        loop = asyncio.get_running_loop()
+        plan = self._chunk_plan(payload.texts)
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, self._run_chunk, [payload.texts[i] for i in chunk]) for chunk in plan)
+        )
+        outputs, truncated = self._reassemble(len(payload.texts), plan, results)
+        return Predictions(payload, outputs, truncated)
+
+    async def postprocess(
+        self, result: Predictions, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> InferResponse | dict[str, Any]:
+        return codec.encode_response(
+            result.request, result.outputs, self.specs, self.name, self.config.version, result.truncated
+        )
+
+    # ---- chunking ----------------------------------------------------------------------------
+    def _chunk_plan(self, texts: list[str]) -> list[list[int]]:
+        """Indices of each chunk. Texts are grouped by length so a chunk pads to similar lengths;
+        padding, not the model, dominates the cost of a mixed-length chunk."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        size = self.config.batch_size
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def _predict_blocking(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[int]]:
+        plan = self._chunk_plan(texts)
+        results = [self._run_chunk([texts[i] for i in chunk]) for chunk in plan]
+        return self._reassemble(len(texts), plan, results)
+
+    def _reassemble(
+        self, count: int, plan: list[list[int]], results: list[tuple[dict[str, np.ndarray], list[bool]]]
+    ) -> tuple[dict[str, np.ndarray], list[int]]:
+        outputs: dict[str, np.ndarray] = {}
+        truncated: list[int] = []
+        for chunk, (chunk_outputs, chunk_truncated) in zip(plan, results):
+            index = np.asarray(chunk)
+            for name, values in chunk_outputs.items():
+                if name not in outputs:
+                    outputs[name] = np.empty((count, *values.shape[1:]), dtype=values.dtype)
+                outputs[name][index] = values
+            truncated.extend(i for i, cut in zip(chunk, chunk_truncated) if cut)
+        return outputs, sorted(truncated)
+
+    def _run_chunk(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+        """Tokenize, run and decode one chunk. Runs on a worker thread."""
+        batch = self._tokenize(texts)
+        array = self.backend.run(batch.arrays)
+        return self.head.decode(array, batch), batch.truncated
+
+    def _tokenize(self, texts: list[str]) -> TokenBatch:
+        needs_offsets = self.head.needs_offsets
+        encoded = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="np",
+            return_token_type_ids="token_type_ids" in self.backend.input_names,
+            return_offsets_mapping=needs_offsets,
+            return_special_tokens_mask=needs_offsets,
+        )
+        arrays = {
+            name: np.ascontiguousarray(encoded[name], dtype=np.int64)
+            for name in ("input_ids", "attention_mask", "token_type_ids")
+            if name in encoded
+        }
+        return TokenBatch(
+            texts=texts,
+            arrays=arrays,
+            offsets=encoded["offset_mapping"] if needs_offsets else None,
+            special_tokens=encoded["special_tokens_mask"] if needs_offsets else None,
+            truncated=[len(e.overflowing) > 0 for e in encoded.encodings]
+            if encoded.encodings  # fast tokenizers report what truncation cut off
+            else [len(self.tokenizer(t)["input_ids"]) > self.config.max_length for t in texts],
+        )

@@ -1,0 +1,90 @@
+"""Token classification (NER): token logits [n, seq, C] -> entity spans with character offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .base import OutputSpec, TaskHead, TokenBatch, softmax
+
+
+@dataclass
+class _Span:
+    entity: str
+    start: int
+    end: int
+    scores: list[float] = field(default_factory=list)
+
+
+def entity_type(label: str) -> tuple[str | None, bool]:
+    """("PHONE", True) for "B-PHONE"; (None, False) for "O". The flag says the tag opens a span."""
+    if label == "O":
+        return None, False
+    if label[:2] in ("B-", "I-"):
+        return label[2:], label[:2] == "B-"
+    return label, False
+
+
+def merge_tokens(
+    text: str, tokens: list[tuple[str, float, int, int]]
+) -> list[dict[str, Any]]:
+    """Merge (label, score, start, end) token predictions into whole entity spans.
+
+    A token joins the open span when it has the same entity type and either touches it (a subword
+    or punctuation piece of the same word: `john` `.` `smith` `@` ... in an email, which this kind
+    of model tags B- on every piece) or is an I- continuation separated only by whitespace.
+    """
+    spans: list[_Span] = []
+    current: _Span | None = None
+    for label, score, start, end in tokens:
+        kind, opens = entity_type(label)
+        if kind is None:
+            current = None
+            continue
+        if current is not None and current.entity == kind:
+            touching = start == current.end
+            continues = not opens and text[current.end : start].strip() == ""
+            if touching or continues:
+                current.end = end
+                current.scores.append(score)
+                continue
+        current = _Span(kind, start, end, [score])
+        spans.append(current)
+    return [
+        {
+            "entity": s.entity,
+            "start": s.start,
+            "end": s.end,
+            "text": text[s.start : s.end],
+            "score": round(float(np.mean(s.scores)), 6),
+        }
+        for s in spans
+    ]
+
+
+class TokenClassificationHead(TaskHead):
+    hf_auto_class = "AutoModelForTokenClassification"
+    backend_output = "logits"
+    needs_offsets = True
+
+    def outputs(self) -> list[OutputSpec]:
+        return [OutputSpec("entities", "BYTES", json=True)]
+
+    def decode(self, array: np.ndarray, batch: TokenBatch) -> dict[str, np.ndarray]:
+        probabilities = softmax(array.astype(np.float32))
+        best = probabilities.argmax(axis=-1)
+        entities = np.empty(len(batch.texts), dtype=object)
+        for i, text in enumerate(batch.texts):
+            tokens = [
+                (self.config.labels[best[i, j]], float(probabilities[i, j, best[i, j]]), int(s), int(e))
+                for j, (s, e) in enumerate(batch.offsets[i])
+                if not batch.special_tokens[i, j] and e > s
+            ]
+            entities[i] = merge_tokens(text, tokens)
+        return {"entities": entities}
+
+    def describe(self) -> dict[str, Any]:
+        kinds = sorted({k for k in (entity_type(label)[0] for label in self.config.labels) if k})
+        return {"entities": kinds}
