@@ -152,7 +152,12 @@ def encode_response(
     for name in wanted:
         spec = by_name[name]
         array = _wire_array(spec, outputs[name])
-        infer_outputs.append(InferOutput(name=name, shape=list(array.shape), datatype=spec.datatype, data=array))
+        output = InferOutput(name=name, shape=list(array.shape), datatype=spec.datatype, data=array)
+        if request.from_grpc:
+            # Serialize to raw_output_contents here: kserve 0.21's to_grpc() tests an ndarray's truth
+            # value when the request came with raw inputs, which raises for any output of length > 1.
+            output.set_data_from_numpy(array, binary_data=True)
+        infer_outputs.append(output)
     parameters = {"truncated_indices": ",".join(map(str, truncated))} if truncated else None
     return InferResponse(
         response_id=request.request_id or "",

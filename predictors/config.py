@@ -141,6 +141,9 @@ def _read_hf_config(path: Path, name: str) -> dict[str, Any]:
 def infer_task(architecture: str) -> str | None:
     for suffix, task in ARCHITECTURE_TASKS:
         if architecture.endswith(suffix):
+            # "...Model" means a bare encoder only without a head ("GPT2LMHeadModel" is a generator).
+            if task == "embedding" and ("For" in architecture or "Head" in architecture):
+                return None
             return task
     return None
 

@@ -1,0 +1,97 @@
+"""Shared fixtures. The integration fixtures start the real server (`python -m predictors`) as a
+subprocess on free ports and talk to it on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+# kserve parses sys.argv when it is imported; pytest's own flags must not reach its parser.
+sys.argv = sys.argv[:1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = ROOT / "models"
+DEMO_MODELS = ("news-topic", "pii-ner", "review-sentiment", "sentence-embedding")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return reply.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+class RunningServer:
+    def __init__(self, process: subprocess.Popen, http_port: int, grpc_port: int, log: Path) -> None:
+        self.process = process
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.log = log
+        self.url = f"http://127.0.0.1:{http_port}"
+        self.grpc_url = f"127.0.0.1:{grpc_port}"
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
+            if http_status(f"{self.url}/v2/health/ready") == 200:
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(args: list[str], log: Path, env: dict[str, str] | None = None) -> RunningServer:
+    http_port, grpc_port = free_port(), free_port()
+    command = [sys.executable, "-m", "predictors", *args, "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
+    handle = log.open("w")
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
+    return RunningServer(process, http_port, grpc_port, log)
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> Path:
+    missing = [m for m in DEMO_MODELS if not (MODELS_DIR / m / "config.json").is_file()]
+    if missing:
+        pytest.fail(f"demo models not built: {missing}; run `make models` (make test does it)")
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+    """All demo models on one server, as `make serve` runs them."""
+    running = start_server(["--models-dir", str(demo_models)], tmp_path_factory.mktemp("server") / "server.log")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,21 @@
+"""Builders for small model folders used by unit tests (config files only, no weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_folder(path: Path, architecture: str = "BertForSequenceClassification", labels=("neg", "pos"),
+                 predictor_yaml: str | None = None, files: tuple[str, ...] = ()) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    config = {"architectures": [architecture], "hidden_size": 8, "max_position_embeddings": 512}
+    if labels:
+        config["id2label"] = {str(i): label for i, label in enumerate(labels)}
+    (path / "config.json").write_text(json.dumps(config))
+    if predictor_yaml is not None:
+        (path / "predictor.yaml").write_text(predictor_yaml)
+    for name in files:
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(b"")
+    return path
