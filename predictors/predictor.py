@@ -25,7 +25,8 @@ from .backends import BACKENDS, Backend, BackendChoice, choose_backend
 from .config import ModelConfig, default_workers
 from .tasks import TASKS, TokenBatch
 
-logger = logging.getLogger("predictors")
+# A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
+logger = logging.getLogger("kserve.predictors")
 
 WARMUP_TEXT = "Warm-up request: the model answers before it reports ready."
 

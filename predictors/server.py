@@ -13,6 +13,7 @@ Three small subclasses of kserve's own parts do this:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
@@ -29,7 +30,8 @@ from kserve.protocol.dataplane import DataPlane
 from .config import ModelConfig, ModelConfigError, load_model_config
 from .predictor import TextPredictor
 
-logger = logging.getLogger("predictors")
+# A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
+logger = logging.getLogger("kserve.predictors")
 
 
 class HonestDataPlane(DataPlane):
@@ -81,8 +83,9 @@ class FolderModelRepository(ModelRepository):
         self.update(model)
         return model
 
-    def load(self, name: str) -> bool:
-        """Repository extension load: (re)read the folder and load it synchronously."""
+    async def load(self, name: str) -> bool:
+        """Repository extension load (`POST /v2/repository/models/<name>/load`): (re)read the folder
+        and load it on a worker thread, so the event loop keeps answering probes meanwhile."""
         config = self._configs.get(name)
         try:
             config = load_model_config(Path(self.models_dir) / name, name) if config is None else config
@@ -91,7 +94,7 @@ class FolderModelRepository(ModelRepository):
         model = self.get_model(name)
         if not isinstance(model, TextPredictor):
             model = self.register(config, name)
-        return _load_logged(model)
+        return await asyncio.to_thread(_load_logged, model)
 
     def load_in_background(self) -> threading.Thread:
         models = [m for m in self.get_models().values() if isinstance(m, TextPredictor)]

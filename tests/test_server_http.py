@@ -1,0 +1,198 @@
+"""The real server over HTTP: tritonclient (JSON and binary), kserve's InferenceRESTClient, V1, curl-style
+raw requests, metadata and the error paths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
+
+from tests.conftest import DEMO_MODELS, http_status
+
+JSON = {"Content-Type": "application/json"}
+SAMPLES = {
+    "review-sentiment": ["This coffee is wonderful, I buy it every month.", "Stale and tasteless, a waste of money."],
+    "news-topic": ["The central bank raised interest rates as inflation hit markets.",
+                   "The striker scored twice as the club won the cup final."],
+    "sentence-embedding": ["A man is playing a guitar.", "Someone plays an instrument."],
+    "pii-ner": ["Contact Maria Garcia at maria.garcia@example.org or (212) 555-0198."],
+}
+
+
+def post(server, path, body, headers=JSON):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"{server.url}{path}", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def v2_body(texts, **extra):
+    return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}], **extra}
+
+
+@pytest.fixture(scope="module")
+def triton(server):
+    return triton_http.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+
+
+def test_health_and_server_metadata(server, triton):
+    assert triton.is_server_live() and triton.is_server_ready()
+    assert sorted(json.loads(urllib.request.urlopen(f"{server.url}/v2/models").read())["models"]) == sorted(DEMO_MODELS)
+    for name in DEMO_MODELS:
+        assert triton.is_model_ready(name)
+
+
+@pytest.mark.parametrize("name, outputs", [
+    ("review-sentiment", [("label", "BYTES", [-1]), ("score", "FP32", [-1]), ("probabilities", "FP32", [-1, 2])]),
+    ("news-topic", [("label", "BYTES", [-1]), ("score", "FP32", [-1]), ("probabilities", "FP32", [-1, 5])]),
+    ("sentence-embedding", [("embedding", "FP32", [-1, 384])]),
+    ("pii-ner", [("entities", "BYTES", [-1])]),
+])
+def test_model_metadata(triton, name, outputs):
+    metadata = triton.get_model_metadata(name)
+    assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in metadata["outputs"]] == outputs
+    assert metadata["platform"] in ("onnxruntime_onnx", "pytorch_transformers")
+
+
+def test_labels_are_discoverable(server):
+    config = json.loads(urllib.request.urlopen(f"{server.url}/v2/models/news-topic/config").read())
+    assert config["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert config["task"] == "classification" and config["batch_size"] >= 1 and config["backend"] in ("onnx", "hf")
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("name", DEMO_MODELS)
+def test_tritonclient_infer_every_model(triton, name, binary):
+    texts = SAMPLES[name]
+    tensor = triton_http.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=object), binary_data=binary)
+    result = triton.infer(name, [tensor], request_id="abc", headers=None if binary else JSON)
+    response = result.get_response()
+    assert response["id"] == "abc"
+    if name == "sentence-embedding":
+        vectors = result.as_numpy("embedding")
+        assert vectors.shape == (2, 384)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
+    elif name == "pii-ner":
+        entities = json.loads(result.as_numpy("entities")[0])
+        assert {"GIVEN_NAME", "EMAIL", "PHONE"} <= {e["entity"] for e in entities}
+    else:
+        labels = [label.decode() for label in result.as_numpy("label")]
+        probabilities = result.as_numpy("probabilities")
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+        np.testing.assert_allclose(result.as_numpy("score"), probabilities.max(axis=1), rtol=1e-5)
+        assert labels == {"review-sentiment": ["great", "other"], "news-topic": ["business", "sports"]}[name]
+
+
+def test_requested_outputs_and_binary_flags(triton):
+    tensor = triton_http.InferInput("text", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array(SAMPLES["review-sentiment"], dtype=object), binary_data=True)
+    wanted = [triton_http.InferRequestedOutput("score", binary_data=True),
+              triton_http.InferRequestedOutput("label", binary_data=False)]
+    result = triton.infer("review-sentiment", [tensor], outputs=wanted)
+    outputs = result.get_response()["outputs"]
+    assert [o["name"] for o in outputs] == ["score", "label"]
+    assert "data" not in outputs[0] and outputs[0]["parameters"]["binary_data_size"] == 8
+    assert outputs[1]["data"] == ["great", "other"]
+
+
+def test_kserve_rest_client_v2(server):
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def call():
+        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
+        tensor = InferInput("text", [1], "BYTES", ["A man is playing a guitar."])
+        try:
+            return await client.infer(server.url, InferRequest("sentence-embedding", [tensor], request_id="k1"),
+                                      model_name="sentence-embedding")
+        finally:
+            await client.close()
+
+    response = asyncio.run(call())
+    assert response.id == "k1"
+    assert response.outputs[0].name == "embedding" and response.outputs[0].shape == [1, 384]
+
+
+def test_v1_instances(server):
+    status, body = post(server, "/v1/models/review-sentiment:predict", {"instances": SAMPLES["review-sentiment"]})
+    assert status == 200
+    assert [p["label"] for p in body["predictions"]] == ["great", "other"]
+    assert abs(sum(body["predictions"][0]["probabilities"]) - 1) < 1e-4
+    status, body = post(server, "/v1/models/pii-ner:predict", {"instances": ["write to ann@example.com"]})
+    assert status == 200 and body["predictions"][0]["entities"][0]["text"] == "ann@example.com"
+
+
+def test_truncation_is_reported(server):
+    long_text = "word " * 2000
+    status, body = post(server, "/v2/models/review-sentiment/infer", v2_body(["short", long_text]))
+    assert status == 200 and body["parameters"]["truncated_indices"] == "1"
+
+
+BAD_BODIES = [
+    (v2_body([]) | {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [0], "data": []}]}, "is empty"),
+    ({"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, "datatype BYTES"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a"]}]}, "shape [2] but 1 elements"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 1], "data": ["a"]}]}, "1-D"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [5]}]}, "expected a string"),
+    ({"inputs": [{"name": "txt", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}, "unexpected input 'txt'"),
+    (v2_body(["a"]) | {"inputs": v2_body(["a"])["inputs"] * 2}, "exactly one input"),
+    (v2_body(["a"], outputs=[{"name": "nope"}]), "unknown output 'nope'"),
+    (v2_body(["a"] * 1025), "at most 1024"),
+    ({"inputs": "text"}, "error"),
+    ({"no_inputs": []}, "error"),
+    (b"{not json", "error"),
+    (b"", "error"),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_BODIES)
+def test_bad_v2_requests_are_400_with_error_body(server, body, message):
+    status, reply = post(server, "/v2/models/review-sentiment/infer", body)
+    assert status == 400, reply
+    assert message in reply["error"] or message == "error" and reply["error"]
+
+
+def test_bad_binary_extension_body_is_400(server):
+    header = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": 50}}]}).encode()
+    for payload in (b"\x05\x00\x00\x00ab", b"\x02\x00\x00\x00\xff\xfe"):
+        status, reply = post(server, "/v2/models/review-sentiment/infer", header + payload,
+                             {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))})
+        assert status == 400 and reply["error"], reply
+
+
+def test_bad_v1_requests_are_400(server):
+    for body in ({"instances": "text"}, {"instances": []}, {"instances": [1]}, {"text": "a"}, b"not json"):
+        status, reply = post(server, "/v1/models/review-sentiment:predict", body)
+        assert status == 400 and reply["error"], (body, reply)
+
+
+def test_unknown_model_is_404(server, triton):
+    status, reply = post(server, "/v2/models/nope/infer", v2_body(["a"]))
+    assert status == 404 and "nope" in reply["error"]
+    assert http_status(f"{server.url}/v2/models/nope") == 404
+    assert http_status(f"{server.url}/v2/models/nope/ready") == 404
+    with pytest.raises(InferenceServerException):
+        triton.get_model_metadata("nope")
+
+
+def test_still_serving_after_bad_requests(server, triton):
+    for body, _ in BAD_BODIES:
+        post(server, "/v2/models/news-topic/infer", body)
+    assert triton.is_server_ready()
+    status, body = post(server, "/v2/models/news-topic/infer", v2_body(SAMPLES["news-topic"]))
+    assert status == 200 and body["outputs"][0]["data"] == ["business", "sports"]
+
+
+def test_metrics_endpoint(server):
+    text = urllib.request.urlopen(f"{server.url}/metrics").read().decode()
+    assert "request_predict_seconds" in text
