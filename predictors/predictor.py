@@ -31,6 +31,10 @@ logger = logging.getLogger("kserve.predictors")
 WARMUP_TEXT = "Warm-up request: the model answers before it reports ready."
 
 
+class ModelLoadError(RuntimeError):
+    """A model folder whose files cannot be loaded; the message names the file."""
+
+
 @dataclass
 class Predictions:
     request: codec.TextRequest
@@ -65,8 +69,16 @@ class TextPredictor(kserve.Model):
             from transformers import AutoTokenizer
 
             self.choice = choose_backend(self.config)
-            self.tokenizer = AutoTokenizer.from_pretrained(self.config.path)
-            self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=1)
+            try:
+                self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=1)
+            except Exception as exc:
+                raise ModelLoadError(f"cannot load {self.choice.weights}: {exc}") from exc
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(self.config.path)
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"cannot load a tokenizer from {self.config.path} (tokenizer.json, vocab.txt...): {exc}"
+                ) from exc
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"infer-{self.name}")
             self._warm_up()
             self.load_seconds = round(time.monotonic() - started, 2)

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = ROOT / "models"
+MODELS_DIR = Path(os.environ.get("PREDICTORS_TEST_MODELS_DIR", ROOT / "models"))
 DEMO_MODELS = ("news-topic", "pii-ner", "review-sentiment", "sentence-embedding")
 
 
