@@ -9,7 +9,7 @@ HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 INSTALLED := $(VENV)/.installed
 
-.PHONY: serve test install models list clean-models
+.PHONY: serve test install models list clean-models manifests image-install-check
 
 serve: models
 	$(PY) -m predictors serve --models-dir $(MODELS_DIR) --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT)
@@ -35,3 +35,11 @@ list: install
 
 clean-models:
 	git clean -fdX $(MODELS_DIR)
+
+# Re-render manifests/ from models/*/predictor.yaml (sizes measured by tools/measure_deploy.py).
+manifests: install
+	$(PY) tools/render_manifests.py
+
+# The Dockerfile's pip steps for real in a fresh venv (no Docker needed); make test does a dry run.
+image-install-check: install
+	IMAGE_INSTALL_FULL=1 $(PY) -m pytest tests/test_dockerfile.py -k install_steps -q
