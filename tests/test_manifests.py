@@ -121,6 +121,8 @@ def test_container_args_are_container_mode_exactly(services, runtime):
         name = isvc["metadata"]["name"]
         container = effective_container(isvc, runtime)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        # Standard mode's Service sends port 80 to the first containerPort: it must be HTTP.
+        assert container["ports"][0]["name"] == "http", container["ports"]
         assert container["command"] == ["python", "-m", "predictors"]
         assert container["args"] == [
             "--model_name", name, "--model_dir", MODEL_DIR,
