@@ -179,11 +179,19 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
 
         # -- every declared port serves what its name says ------------------------------------
         url = f"http://127.0.0.1:{port_map[declared['http']]}"
-        import tritonclient.grpc as triton_grpc
+        # kserve's gRPC client: tritonclient.grpc can't share a process with kserve (protobuf clash)
+        import asyncio
 
-        grpc_client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port_map[declared['grpc']]}")
-        assert grpc_client.is_server_live() and grpc_client.is_model_ready(name)
-        grpc_client.close()
+        from kserve import InferenceGRPCClient
+
+        async def grpc_health() -> bool:
+            client = InferenceGRPCClient(f"127.0.0.1:{port_map[declared['grpc']]}", timeout=30)
+            try:
+                return await client.is_server_live() and await client.is_model_ready(name)
+            finally:
+                await client.close()
+
+        assert asyncio.run(grpc_health())
 
         status, reply = post(f"{url}/v2/models/{name}/infer", texts_body(["A first text to serve.", "And a second one."]))
         assert status == 200, reply
