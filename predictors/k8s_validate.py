@@ -700,6 +700,17 @@ def check_inference_service(doc: Document, runtimes: dict[str, dict[str, Any]]) 
                 merged = merge_runtime_container(runtime, model)
             except ValueError as exc:
                 errors.append(f"spec.predictor.model: {exc}")
+        if merged and _is_integer(grace):
+            hook = (merged.get("lifecycle") or {}).get("preStop") or {}
+            command = (hook.get("exec") or {}).get("command") or []
+            seconds = (hook.get("sleep") or {}).get("seconds")
+            if len(command) == 2 and command[0] in ("sleep", "/bin/sleep") and command[1].isdigit():
+                seconds = int(command[1])
+            if _is_integer(seconds) and seconds >= grace:
+                errors.append(
+                    f"spec.predictor.terminationGracePeriodSeconds: {grace}s leaves no time after the "
+                    f"{seconds}s preStop hook; kubelet would kill the server before it drains"
+                )
         probe_ports = container_ports(merged) if merged else None
         check_container(model, "spec.predictor.model", errors, require_resources=True,
                         probe_ports=probe_ports if probe_ports else None)

@@ -143,9 +143,19 @@ def texts_body(texts: list[str]) -> dict:
 
 
 def slow_texts(count: int) -> list[str]:
-    """Medium-length texts: enough work to be in flight for seconds, not for the whole grace period."""
-    sentence = "Jane Doe from Berlin emailed jane.doe@example.com about the quarterly results and a refund."
+    """Medium-length texts: enough work to be in flight for a second or more, not for the whole grace period."""
+    sentence = ("Jane Doe from Berlin emailed jane.doe@example.com about the quarterly results and a refund; "
+                "the support team answered that the new phone ships next week with a longer battery life.")
     return [f"{i}: {sentence}" for i in range(count)]
+
+
+def preprocessed(url: str, name: str) -> float:
+    """kserve's count of requests that finished preprocessing (and so are in predict) for a model."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith("request_preprocess_seconds_count{") and f'model_name="{name}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 @pytest.mark.parametrize("manifest", isvc_files(), ids=lambda p: p.stem)
@@ -213,7 +223,11 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
         pre_stop = subprocess.Popen(hook)
         status, _ = post(f"{url}/v2/models/{name}/infer", texts_body(["Still serving during preStop."]))
         assert status == 200, "the pod must keep serving while its preStop hook runs"
-        assert pre_stop.wait(timeout=grace) == 0, f"preStop {hook} failed"
+        try:
+            assert pre_stop.wait(timeout=grace) == 0, f"preStop {hook} failed"
+        except subprocess.TimeoutExpired:
+            pre_stop.kill()
+            pytest.fail(f"preStop {hook} outlasts terminationGracePeriodSeconds={grace}; kubelet would SIGKILL the pod")
 
         outcome: dict = {}
 
@@ -221,9 +235,13 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
             outcome["status"], outcome["reply"] = post(f"{url}/v2/models/{name}/infer", texts_body(slow_texts(SLOW_REQUEST_TEXTS)))
             outcome["done"] = time.monotonic()
 
+        before = preprocessed(url, name)
         client = threading.Thread(target=slow_request)
         client.start()
-        time.sleep(0.5)  # the request is accepted and being computed
+        deadline = time.monotonic() + 30
+        while preprocessed(url, name) <= before:  # SIGTERM once the request is decoded and computing
+            assert time.monotonic() < deadline and "done" not in outcome, "the slow request never reached the model"
+            time.sleep(0.02)
         sigterm = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:

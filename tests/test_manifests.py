@@ -320,6 +320,8 @@ NEGATIVE_CASES = [
     ("hpa-target-over-100", _set("spec.predictor.scaleTarget", 150), "spec.predictor.scaleTarget"),
     ("kind-without-schema", _wrong_kind, "no schema"),
     ("status-in-manifest", _set("status", {"url": "http://x"}), "status"),
+    ("grace-shorter-than-prestop", _set("spec.predictor.terminationGracePeriodSeconds", 3),
+     "spec.predictor.terminationGracePeriodSeconds"),
 ]
 
 
