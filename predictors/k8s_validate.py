@@ -865,7 +865,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", default=[str(ROOT / "manifests")], help="manifest folders or files")
     parser.add_argument("--crd-dir", default=None, help=f"KServe CRD folder (default ${CRD_DIR_ENV} or ../shared/k8s-schemas/kserve)")
     args = parser.parse_args(argv)
-    registry = SchemaRegistry.from_crd_dir(args.crd_dir)
+    try:
+        registry = SchemaRegistry.from_crd_dir(args.crd_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     errors: list[str] = []
     count = 0
     for raw in args.paths:
