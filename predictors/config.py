@@ -264,7 +264,14 @@ def discover_models(models_dir: Path | str) -> tuple[list[ModelConfig], dict[str
 
 
 def default_workers() -> int:
-    """Parallel inference workers: one per CPU this process may use (cgroup quota aware)."""
+    """Parallel inference workers: PREDICTORS_WORKERS when set (the manifests set it from the pod's
+    cpu limit, which cgroup v1 nodes don't expose as cpu.max), else one per CPU this process may use."""
+    configured = os.environ.get("PREDICTORS_WORKERS", "").strip()
+    if configured:
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            raise ModelConfigError(f"PREDICTORS_WORKERS must be a whole number, got {configured!r}") from None
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
