@@ -28,11 +28,17 @@ class BackendChoice:
 
 
 def choose_backend(config: ModelConfig) -> BackendChoice:
-    """ONNX when an ONNX file is present (int8 before fp32), else HuggingFace weights.
+    """The best servable file: int8 ONNX, then fp32 ONNX, then HuggingFace weights.
 
+    An ONNX file written by `python -m predictors export` is served only if export_report.json
+    records that it passed its accuracy gate, or that the user installed it with --force despite a
+    failed gate (the reason then says so). Files the report does not cover (no report, or put there
+    by hand) keep the plain rule: present means servable, int8 before fp32, after the gated ones.
     `backend: onnx` or `backend: hf` in predictor.yaml forces one; forcing one whose files are
     missing is an error rather than a silent fallback.
     """
+    from ..export_gate import REPORT_FILE, gate_status
+
     onnx_files = config.onnx_candidates()
     hf = config.hf_weights
     if config.backend == "hf":
@@ -42,13 +48,39 @@ def choose_backend(config: ModelConfig) -> BackendChoice:
     if config.backend == "onnx":
         if not onnx_files:
             raise NoBackendError(f"model '{config.name}': backend onnx forced but no .onnx file in {config.path}")
-        return BackendChoice("onnx", onnx_files[0], "forced by predictor.yaml")
-    if onnx_files:
-        return BackendChoice("onnx", onnx_files[0], f"{onnx_files[0].name} present")
+        status = gate_status(config.path, onnx_files[0])
+        note = f"; {status.precision} gate {status.state}: {status.summary}" if status else ""
+        return BackendChoice("onnx", onnx_files[0], f"forced by predictor.yaml{note}")
+    gated: list[BackendChoice] = []
+    ungated: list[BackendChoice] = []
+    refused: list[str] = []
+    for path in onnx_files:
+        status = gate_status(config.path, path)
+        if status is None:
+            ungated.append(BackendChoice("onnx", path, f"{path.name} present (no accuracy gate recorded)"))
+        elif status.state == "passed":
+            gated.append(BackendChoice("onnx", path, f"{path.name} passed the {status.precision} accuracy gate: {status.summary}"))
+        elif status.state == "forced":
+            gated.append(BackendChoice(
+                "onnx", path,
+                f"{path.name} FAILED its {status.precision} accuracy gate ({status.summary}); "
+                "served only because it was installed with --force",
+            ))
+        elif status.state == "stale":
+            ungated.append(BackendChoice("onnx", path, f"{path.name} present ({status.summary}; gate not re-run)"))
+        elif status.state == "other-weights":
+            refused.append(f"{path.name} was {status.summary}")
+        else:
+            refused.append(f"{path.name} failed its {status.precision} accuracy gate ({status.summary})")
+    if gated or ungated:
+        return (gated or ungated)[0]
+    skipped = f"; not served: {'; '.join(refused)} (see {REPORT_FILE})" if refused else ""
     if hf is not None:
-        return BackendChoice("hf", hf, "no ONNX file; HuggingFace weights present")
+        reason = "no ONNX file that passed its gate for these weights" if refused else "no ONNX file"
+        return BackendChoice("hf", hf, f"{reason}; HuggingFace weights present{skipped}")
     raise NoBackendError(
         f"model '{config.name}': no weights in {config.path} (expected model.onnx, model.int8.onnx or model.safetensors)"
+        f"{skipped}"
     )
 
 
