@@ -54,7 +54,7 @@ if str(REPO_ROOT) not in sys.path:  # predictors.onnx_export, also when not pip-
     sys.path.insert(0, str(REPO_ROOT))
 
 #: Bump when the build logic changes what ends up in a model folder.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
 #: Files in models/<name>/ that belong to the repository, never to a build.
 REPO_FILES = frozenset({"predictor.yaml", "README.md"})
@@ -430,16 +430,31 @@ def evaluate(model: Any, tokenizer: Any, data: TextData, max_length: int) -> flo
     return correct / len(order)
 
 
-def export(folder: Path, task: str, log: Log) -> None:
-    from predictors.onnx_export import export_onnx
+def served_settings(name: str) -> dict:
+    """What the repository's predictor.yaml sets about how texts are served (the export's gate runs
+    them the same way); part of the recipe, so changing it re-runs the export."""
+    import yaml
+
+    path = REPO_ROOT / "models" / name / "predictor.yaml"
+    data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return {"name": name, **{k: data[k] for k in ("max_length", "batch_size", "pooling", "normalize") if k in data}}
+
+
+def export(folder: Path, task: str, log: Log, recipe: dict) -> None:
+    """model.onnx (fp32) and model.int8.onnx, each installed only if it passes its accuracy gate
+    against torch (predictors.onnx_export.export_model), plus export_report.json."""
+    from predictors.export_gate import GateFailed
+    from predictors.onnx_export import export_model
 
     quiet_transformers()
     start = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer / deprecation chatter of the legacy exporter
-        export_onnx(folder, task, folder / "model.onnx", opset=ONNX_EXPORT["opset"])
-    log(f"export model.onnx ({task}, fp32, opset {ONNX_EXPORT['opset']}): onnxruntime matches torch "
-        f"({time.monotonic() - start:.0f}s)")
+    try:
+        export_model(folder, log=log, overrides=recipe["onnx"]["served"])
+    except GateFailed as exc:
+        if any(result.precision == "fp32" for result in exc.results):
+            raise BuildError(str(exc)) from exc
+        log(f"WARNING: {exc}; the folder is served from model.onnx (fp32)")
+    log(f"export done ({time.monotonic() - start:.0f}s)")
 
 
 def ort_session(path: Path) -> Any:
@@ -469,7 +484,7 @@ def build_sentence_embedding(sources: Sources, out: Path, recipe: dict, log: Log
         shutil.copyfile(wheel_dir / MINILM_DIR / name, out / name)
     shutil.copyfile(wheel_dir / MINILM_DIR / "README.md", out / "MODEL_CARD.md")
     shutil.copyfile(wheel_dir / MINILM_LICENSE, out / "LICENSE")
-    export(out, "embedding", log)
+    export(out, "embedding", log, recipe)
 
     # Sanity check of the exported graph: mean-pooled, normalised embeddings rank a
     # paraphrase above an unrelated sentence.
@@ -519,7 +534,7 @@ def build_classifier(sources: Sources, out: Path, recipe: dict, log: Log, data: 
         for text, label in zip(data.heldout_texts, data.heldout_labels):
             handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
     shutil.copyfile(wheel_dir / MINILM_LICENSE, out / "LICENSE")
-    export(out, "classification", log)
+    export(out, "classification", log, recipe)
     return {"built_from": built_from, "sha256": {"model.safetensors": sha256_file(out / "model.safetensors")},
             "metrics": {"heldout_accuracy": round(accuracy, 4), "heldout_size": size},
             "train_seconds": round(train_seconds, 1)}
@@ -597,21 +612,28 @@ class ModelSpec:
 
 
 def model_specs() -> list[ModelSpec]:
+    from predictors.export_gate import Thresholds
+    from predictors.quantize import ladder_settings
+
     common = {"recipe_version": RECIPE_VERSION, "libraries": library_versions(), "machine": platform.machine()}
-    classifier = {"base": MINILM_SOURCE, "onnx": ONNX_EXPORT}
+
+    def onnx(name: str) -> dict:  # fp32 export + the int8 ladder and gate it is held to
+        return {**ONNX_EXPORT, "int8": ladder_settings(), "gate": Thresholds().as_dict(), "served": served_settings(name)}
+
+    classifier = {"base": MINILM_SOURCE}
     specs = [
         ModelSpec("sentence-embedding", "embedding", {
-            **common, "base": MINILM_SOURCE, "files": list(MINILM_FILES), "onnx": ONNX_EXPORT},
+            **common, "base": MINILM_SOURCE, "files": list(MINILM_FILES), "onnx": onnx("sentence-embedding")},
             build_sentence_embedding),
         ModelSpec("review-sentiment", "classification", {
-            **common, **classifier,
+            **common, **classifier, "onnx": onnx("review-sentiment"),
             "data": {"debian": MODELDATA_DEB, "data_set": "small_fine_foods", "train": "training_data",
                      "heldout": "testing_data", "content_sha256": FINE_FOODS_SHA256},
             "labels": ["great", "other"], "train": {**TRAIN, "max_length": 128},
             "min_heldout_accuracy": 0.82},
             build_review_sentiment),
         ModelSpec("news-topic", "classification", {
-            **common, **classifier,
+            **common, **classifier, "onnx": onnx("news-topic"),
             "data": {**CORPUS.describe(), "path": BBC_DATA_DIR, "decode": "utf-8, else latin-1",
                      "heldout": "index % 5 == 0 in each label's sorted file list"},
             "labels": "sorted label folder names", "train": {**TRAIN, "max_length": 256},
