@@ -230,9 +230,10 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
             pytest.fail(f"preStop {hook} outlasts terminationGracePeriodSeconds={grace}; kubelet would SIGKILL the pod")
 
         outcome: dict = {}
+        slow_count = min(SLOW_REQUEST_TEXTS, int(config["max_batch"]))  # the largest request the model accepts
 
         def slow_request() -> None:
-            outcome["status"], outcome["reply"] = post(f"{url}/v2/models/{name}/infer", texts_body(slow_texts(SLOW_REQUEST_TEXTS)))
+            outcome["status"], outcome["reply"] = post(f"{url}/v2/models/{name}/infer", texts_body(slow_texts(slow_count)))
             outcome["done"] = time.monotonic()
 
         before = preprocessed(url, name)
@@ -252,7 +253,7 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
         client.join(timeout=30)
         assert outcome.get("status") == 200, f"in-flight request dropped by SIGTERM: {outcome}\n{log.read_text()[-3000:]}"
         assert outcome["done"] > sigterm, "the request finished before SIGTERM; it was not in flight (make it slower)"
-        assert all(o["shape"][0] == SLOW_REQUEST_TEXTS for o in outcome["reply"]["outputs"])
+        assert all(o["shape"][0] == slow_count for o in outcome["reply"]["outputs"])
         print(f"{name}: in-flight request completed {outcome['done'] - sigterm:.1f}s after SIGTERM; "
               f"exited {exited - terminating:.1f}s into a {grace}s grace period (code {process.returncode})")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ..config import ModelConfig
@@ -28,11 +29,39 @@ class OnnxBackend(Backend):
         self._inputs = tuple(i.name for i in self.session.get_inputs())
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = head.backend_output if head.backend_output in outputs else outputs[0]
+        self.per_text = quantizes_activations(weights)
 
     @property
     def input_names(self) -> tuple[str, ...]:
         return self._inputs
 
     def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        if self.per_text:
+            return self._run_per_text(arrays)
         feeds = {name: arrays[name] for name in self._inputs}
         return self.session.run([self._output], feeds)[0]
+
+    def _run_per_text(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Dynamic int8 picks one activation scale per tensor, i.e. per batch, so a batched text's
+        output would depend on its neighbours. Each text runs alone, unpadded; on one thread per
+        run this is no slower than batching (padding costs what batching saves)."""
+        lengths = arrays["attention_mask"].sum(axis=1)
+        rows = [
+            self.session.run([self._output], {k: arrays[k][i : i + 1, : int(n)] for k in self._inputs})[0]
+            for i, n in enumerate(lengths)
+        ]
+        if rows[0].ndim == 2:  # [1, C]: one vector per text
+            return np.concatenate(rows)
+        result = np.zeros((len(rows), arrays["input_ids"].shape[1], *rows[0].shape[2:]), dtype=rows[0].dtype)
+        for i, row in enumerate(rows):  # token-level outputs padded back; heads mask padding out
+            result[i, : row.shape[1]] = row[0]
+        return result
+
+
+# Operators whose activation scale is computed from the whole input tensor at run time.
+DYNAMIC_QUANT_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention"}
+
+
+def quantizes_activations(path: Path) -> bool:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in DYNAMIC_QUANT_OPS for node in graph.node)
