@@ -128,12 +128,15 @@ def list_models(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = [("NAME", "TASK", "BACKEND", "BATCH", "LABELS", "VERSION", "ACCURACY")]
+    reasons = []
     for config in configs:
         try:
             choice = choose_backend(config)
             backend = f"{choice.name} ({choice.weights.name})"
-        except NoBackendError:
+            reasons.append(f"{config.name}: {choice.name} because {choice.reason}")
+        except NoBackendError as exc:
             backend = "none: no weights"
+            reasons.append(f"{config.name}: {exc}")
         accuracy = config.recorded_metrics().get("heldout_accuracy")
         labels = ",".join(config.labels) if len(config.labels) <= 6 else f"{len(config.labels)} labels"
         rows.append(
@@ -143,6 +146,10 @@ def list_models(argv: list[str]) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if reasons:
+        print()
+    for line in reasons:
+        print(line)
     for name, message in errors.items():
         print(f"{name}: cannot be served: {message}")
     if not configs and not errors:

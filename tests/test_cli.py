@@ -25,7 +25,9 @@ def test_list_shows_every_demo_model(demo_models):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "TASK", "BACKEND", "BATCH", "LABELS", "VERSION", "ACCURACY"]
-    rows = {line.split()[0]: line for line in lines[1:]}
+    table, _, reasons = "\n".join(lines[1:]).partition("\n\n")
+    rows = {line.split()[0]: line for line in table.splitlines()}
+    assert all(f"{name}: " in reasons for name in rows)  # why each backend was chosen
     assert set(rows) == {"news-topic", "pii-ner", "review-sentiment", "sentence-embedding"}
     assert "great,other" in rows["review-sentiment"] and "onnx" in rows["pii-ner"]
     assert "token_classification" in rows["pii-ner"] and "35 labels" in rows["pii-ner"]
