@@ -54,7 +54,7 @@ if str(REPO_ROOT) not in sys.path:  # predictors.onnx_export, also when not pip-
     sys.path.insert(0, str(REPO_ROOT))
 
 #: Bump when the build logic changes what ends up in a model folder.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3  # 3: int8 exports gated as served, one text per run (batch-invariant)
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
 #: Files in models/<name>/ that belong to the repository, never to a build.
 REPO_FILES = frozenset({"predictor.yaml", "README.md"})
