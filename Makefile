@@ -15,6 +15,7 @@ serve: models
 	$(PY) -m predictors serve --models-dir $(MODELS_DIR) --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT)
 
 test: models
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(INSTALLED)

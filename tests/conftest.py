@@ -95,3 +95,11 @@ def server(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Runni
         yield running
     finally:
         running.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ is marked `integration`: `pytest -m "not integration"`
+    runs the fast half (no built models, no subprocess)."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)

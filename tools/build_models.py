@@ -443,8 +443,8 @@ def served_settings(name: str) -> dict:
 def export(folder: Path, task: str, log: Log, recipe: dict) -> None:
     """model.onnx (fp32) and model.int8.onnx, each installed only if it passes its accuracy gate
     against torch (predictors.onnx_export.export_model), plus export_report.json."""
-    from predictors.export_gate import GateFailed
-    from predictors.onnx_export import export_model
+    from predictors.export.gate import GateFailed
+    from predictors.export.onnx_export import export_model
 
     quiet_transformers()
     start = time.monotonic()
@@ -612,8 +612,8 @@ class ModelSpec:
 
 
 def model_specs() -> list[ModelSpec]:
-    from predictors.export_gate import Thresholds
-    from predictors.quantize import ladder_settings
+    from predictors.export.gate import Thresholds
+    from predictors.export.quantize import ladder_settings
 
     common = {"recipe_version": RECIPE_VERSION, "libraries": library_versions(), "machine": platform.machine()}
 

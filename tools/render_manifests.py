@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from predictors.config import ModelConfigError  # noqa: E402
-from predictors.deploy import render_all  # noqa: E402
+from predictors.model import ModelConfigError  # noqa: E402
+from predictors.deploy.render import render_all  # noqa: E402
 
 
 def differences(rendered: dict[str, str], out_dir: Path) -> list[str]:

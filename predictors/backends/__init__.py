@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ModelConfig
+from ..model import REPORT_FILE, ModelConfig, gate_status
 from .base import Backend
+from .cpus import cpu_limit, default_workers
 from .hf import HFBackend
 from .onnx import OnnxBackend
 
@@ -37,8 +38,6 @@ def choose_backend(config: ModelConfig) -> BackendChoice:
     `backend: onnx` or `backend: hf` in predictor.yaml forces one; forcing one whose files are
     missing is an error rather than a silent fallback.
     """
-    from ..export_gate import REPORT_FILE, gate_status
-
     onnx_files = config.onnx_candidates()
     hf = config.hf_weights
     if config.backend == "hf":
@@ -84,4 +83,4 @@ def choose_backend(config: ModelConfig) -> BackendChoice:
     )
 
 
-__all__ = ["BACKENDS", "Backend", "BackendChoice", "NoBackendError", "choose_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendChoice", "NoBackendError", "choose_backend", "cpu_limit", "default_workers"]

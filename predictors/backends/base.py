@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..model import ModelConfig
 from ..tasks import TaskHead
 
 

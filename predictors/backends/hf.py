@@ -1,4 +1,8 @@
-"""HuggingFace transformers on torch (CPU)."""
+"""HuggingFace transformers on torch (CPU).
+
+torch and transformers' model classes are imported when a model is loaded on this backend, not when
+the registry is imported: a server serving only ONNX models never pays for torch.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,8 @@ import inspect
 from pathlib import Path
 
 import numpy as np
-import torch
-import transformers
 
-from ..config import ModelConfig
+from ..model import ModelConfig
 from ..tasks import TaskHead
 from .base import Backend
 
@@ -20,6 +22,10 @@ class HFBackend(Backend):
 
     def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: int = 1) -> None:
         super().__init__(config, head, weights, threads)
+        import torch  # optional heavy dependency: only for models served on torch
+        import transformers
+
+        self._torch = torch
         # torch's intra-op pool is process-wide; parallelism comes from several worker threads each
         # running a chunk, which beats one chunk on many threads for these small encoders.
         torch.set_num_threads(threads)
@@ -35,6 +41,7 @@ class HFBackend(Backend):
         return self._inputs
 
     def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
         feeds = {k: torch.from_numpy(arrays[k]) for k in self._inputs if k in arrays}
         with torch.inference_mode():
             output = self.model(**feeds)

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ..config import ModelConfig
+from ..model import ModelConfig
 from ..tasks import TaskHead
 from .base import Backend
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..model import ModelConfig, TaskTraits
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class TaskHead(ABC):
     hf_auto_class: ClassVar[str]
     backend_output: ClassVar[str]
     needs_offsets: ClassVar[bool] = False
+    # The folder contract's view of the task: which config.json architectures mean it, labels needed.
+    traits: ClassVar[TaskTraits]
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -59,6 +61,11 @@ class TaskHead(ABC):
     def describe(self) -> dict[str, Any]:
         """Extra model metadata a client can discover (labels, dimensions)."""
         return {}
+
+    @staticmethod
+    @abstractmethod
+    def format_text(outputs: dict[str, dict[str, Any]], index: int) -> list[str]:
+        """Lines the CLI prints for text `index` of a V2 JSON response (`outputs` by name)."""
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

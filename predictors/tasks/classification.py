@@ -6,12 +6,14 @@ from typing import Any
 
 import numpy as np
 
+from ..model import TaskTraits
 from .base import OutputSpec, TaskHead, TokenBatch, softmax
 
 
 class ClassificationHead(TaskHead):
     hf_auto_class = "AutoModelForSequenceClassification"
     backend_output = "logits"
+    traits = TaskTraits(architectures=("ForSequenceClassification",))
 
     def outputs(self) -> list[OutputSpec]:
         return [
@@ -32,3 +34,10 @@ class ClassificationHead(TaskHead):
 
     def describe(self) -> dict[str, Any]:
         return {"labels": list(self.config.labels)}
+
+    @staticmethod
+    def format_text(outputs: dict[str, dict[str, Any]], index: int) -> list[str]:
+        if "label" not in outputs:
+            return []
+        score = outputs["score"]["data"][index] if "score" in outputs else None
+        return [f"  label: {outputs['label']['data'][index]}" + (f"  score: {score:.4f}" if score is not None else "")]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..model import ModelConfig, TaskTraits
 from .base import OutputSpec, TaskHead, TokenBatch
 
 
@@ -23,8 +24,9 @@ def pool(states: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
 class EmbeddingHead(TaskHead):
     hf_auto_class = "AutoModel"
     backend_output = "last_hidden_state"
+    traits = TaskTraits(architectures=("Model",), needs_labels=False)  # a bare encoder, no head
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         hf_config = json.loads((config.path / "config.json").read_text())
         self.dimension = int(hf_config["hidden_size"])
@@ -40,3 +42,11 @@ class EmbeddingHead(TaskHead):
 
     def describe(self) -> dict[str, Any]:
         return {"dimension": self.dimension, "pooling": self.config.pooling, "normalized": self.config.normalize}
+
+    @staticmethod
+    def format_text(outputs: dict[str, dict[str, Any]], index: int) -> list[str]:
+        if "embedding" not in outputs:
+            return []
+        dim = outputs["embedding"]["shape"][1]
+        vector = outputs["embedding"]["data"][index * dim : (index + 1) * dim]
+        return [f"  embedding: dim {dim} [{', '.join(f'{v:.4f}' for v in vector[:4])}, ...]"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..model import TaskTraits
 from .base import OutputSpec, TaskHead, TokenBatch, softmax
 
 
@@ -68,6 +70,7 @@ class TokenClassificationHead(TaskHead):
     hf_auto_class = "AutoModelForTokenClassification"
     backend_output = "logits"
     needs_offsets = True
+    traits = TaskTraits(architectures=("ForTokenClassification",))
 
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("entities", "BYTES", json=True)]
@@ -88,3 +91,14 @@ class TokenClassificationHead(TaskHead):
     def describe(self) -> dict[str, Any]:
         kinds = sorted({k for k in (entity_type(label)[0] for label in self.config.labels) if k})
         return {"entities": kinds}
+
+    @staticmethod
+    def format_text(outputs: dict[str, dict[str, Any]], index: int) -> list[str]:
+        if "entities" not in outputs:
+            return []
+        entities = json.loads(outputs["entities"]["data"][index])
+        if not entities:
+            return ["  entities: none"]
+        return [
+            f"  {e['entity']:<14} {e['text']!r} [{e['start']}:{e['end']}] score {e['score']:.3f}" for e in entities
+        ]

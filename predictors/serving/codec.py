@@ -16,7 +16,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
-from .tasks import OutputSpec
+from ..tasks import OutputSpec
 
 INPUT_NAME = "text"
 INPUT_DATATYPE = "BYTES"

@@ -27,7 +27,8 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 
-from .config import ModelConfig, ModelConfigError, load_model_config
+from ..model import ModelConfig, ModelConfigError
+from ..tasks import load_model_config
 from .predictor import TextPredictor
 
 # A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).

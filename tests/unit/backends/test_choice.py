@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictors.backends import BACKENDS, NoBackendError, choose_backend
-from predictors.config import load_model_config
+from predictors.tasks import load_model_config
 from tests.helpers import write_folder
 
 

@@ -10,8 +10,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from predictors.config import load_model_config
-from predictors.predictor import TextPredictor
+from predictors.tasks import load_model_config
+from predictors.serving.predictor import TextPredictor
 
 
 def infer(server, model, texts, outputs=None):

@@ -8,7 +8,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput, serialize_byte_tensor
 
-from predictors import codec
+from predictors.serving import codec
 from predictors.tasks import OutputSpec
 
 SPECS = [OutputSpec("label", "BYTES"), OutputSpec("score", "FP32"), OutputSpec("probabilities", "FP32", (2,))]

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from predictors.config import load_model_config
+from predictors.tasks import load_model_config
 from predictors.tasks import TASKS, TokenBatch
 from predictors.tasks.embedding import pool
 from predictors.tasks.token_classification import merge_tokens

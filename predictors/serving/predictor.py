@@ -20,10 +20,11 @@ import numpy as np
 import kserve
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
+from ..backends import BACKENDS, Backend, BackendChoice, choose_backend, default_workers
+from ..model import ModelConfig
+from ..tasks import TokenBatch, head_for
 from . import codec
-from .backends import BACKENDS, Backend, BackendChoice, choose_backend
-from .config import ModelConfig, default_workers
-from .tasks import TASKS, TokenBatch
+from .chunking import chunk_plan, reassemble
 
 # A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
 logger = logging.getLogger("kserve.predictors")
@@ -49,7 +50,7 @@ class TextPredictor(kserve.Model):
     def __init__(self, config: ModelConfig, name: str | None = None) -> None:
         super().__init__(name or config.name)
         self.config = config
-        self.head = TASKS[config.task](config)
+        self.head = head_for(config)
         self.specs = self.head.outputs()
         self.workers = config.workers or default_workers()
         self.tokenizer = None
@@ -66,14 +67,14 @@ class TextPredictor(kserve.Model):
             if self.ready:
                 return True
             started = time.monotonic()
-            from transformers import AutoTokenizer
-
             self.choice = choose_backend(self.config)
             try:
                 self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=1)
             except Exception as exc:
                 raise ModelLoadError(f"cannot load {self.choice.weights}: {exc}") from exc
             try:
+                from transformers import AutoTokenizer  # heavy: loaded with the first model
+
                 self.tokenizer = AutoTokenizer.from_pretrained(self.config.path)
             except Exception as exc:
                 raise ModelLoadError(
@@ -157,7 +158,7 @@ class TextPredictor(kserve.Model):
         results = await asyncio.gather(
             *(loop.run_in_executor(self._executor, self._run_chunk, [payload.texts[i] for i in chunk]) for chunk in plan)
         )
-        outputs, truncated = self._reassemble(len(payload.texts), plan, results)
+        outputs, truncated = reassemble(len(payload.texts), plan, results)
         return Predictions(payload, outputs, truncated)
 
     async def postprocess(
@@ -169,30 +170,12 @@ class TextPredictor(kserve.Model):
 
     # ---- chunking ----------------------------------------------------------------------------
     def _chunk_plan(self, texts: list[str]) -> list[list[int]]:
-        """Indices of each chunk. Texts are grouped by length so a chunk pads to similar lengths;
-        padding, not the model, dominates the cost of a mixed-length chunk."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        size = self.config.batch_size
-        return [order[i : i + size] for i in range(0, len(order), size)]
+        return chunk_plan(texts, self.config.batch_size)
 
     def _predict_blocking(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[int]]:
         plan = self._chunk_plan(texts)
         results = [self._run_chunk([texts[i] for i in chunk]) for chunk in plan]
-        return self._reassemble(len(texts), plan, results)
-
-    def _reassemble(
-        self, count: int, plan: list[list[int]], results: list[tuple[dict[str, np.ndarray], list[bool]]]
-    ) -> tuple[dict[str, np.ndarray], list[int]]:
-        outputs: dict[str, np.ndarray] = {}
-        truncated: list[int] = []
-        for chunk, (chunk_outputs, chunk_truncated) in zip(plan, results):
-            index = np.asarray(chunk)
-            for name, values in chunk_outputs.items():
-                if name not in outputs:
-                    outputs[name] = np.empty((count, *values.shape[1:]), dtype=values.dtype)
-                outputs[name][index] = values
-            truncated.extend(i for i, cut in zip(chunk, chunk_truncated) if cut)
-        return outputs, sorted(truncated)
+        return reassemble(len(texts), plan, results)
 
     def _run_chunk(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
         """Tokenize, run and decode one chunk. Runs on a worker thread."""

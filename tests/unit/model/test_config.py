@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from predictors.config import ModelConfigError, discover_models, infer_task, load_model_config
+from predictors.model import ModelConfigError
+from predictors.tasks import discover_models, infer_task, load_model_config
 from tests.helpers import write_folder
 
 
@@ -84,15 +85,3 @@ def test_discover_keeps_good_models_and_reports_broken_ones(tmp_path):
 def test_discover_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         discover_models(tmp_path / "nope")
-
-
-def test_workers_from_environment(monkeypatch):
-    from predictors.config import default_workers
-
-    monkeypatch.setenv("PREDICTORS_WORKERS", "3")
-    assert default_workers() == 3
-    monkeypatch.setenv("PREDICTORS_WORKERS", "many")
-    with pytest.raises(ModelConfigError, match="PREDICTORS_WORKERS"):
-        default_workers()
-    monkeypatch.delenv("PREDICTORS_WORKERS")
-    assert default_workers() >= 1

@@ -40,8 +40,9 @@ from typing import Any
 
 import yaml
 
-from . import __version__
-from .config import ModelConfig, ModelConfigError, discover_models
+from .. import __version__
+from ..model import ModelConfig, ModelConfigError
+from ..tasks import discover_models
 
 # ---- fixed facts of the runtime ------------------------------------------------------------------
 RUNTIME_NAME = "predictors"

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from predictors.codec import TextRequest
-from predictors.config import load_model_config
-from predictors.predictor import TextPredictor
+from predictors.serving.codec import TextRequest
+from predictors.tasks import load_model_config
+from predictors.serving.predictor import TextPredictor
 from tests.helpers import write_folder
 
 

@@ -270,13 +270,14 @@ def library_versions() -> dict[str, str]:
 
 
 def _default_workers() -> int:
-    from .config import default_workers
+    from ..backends import default_workers
 
     return min(2, default_workers())
 
 
 def _load_config(model_dir: Path) -> Any:
-    from .config import ModelConfigError, load_model_config
+    from ..model import ModelConfigError
+    from ..tasks import load_model_config
 
     try:
         config = load_model_config(model_dir)
@@ -331,7 +332,7 @@ def export_model(
     `force=True` failing files are installed anyway (the int8 candidate closest to passing) and the
     report records `"forced": true`; nothing is raised.
     """
-    from .export_gate import (
+    from .gate import (
         DEFAULT_MAX_TEXTS, REPORT_FILE, GateFailed, Pipeline, Thresholds, bench_texts, check_gate, compare,
         file_sha256, gate_sample, write_report,
     )
@@ -521,7 +522,7 @@ def check_file(
     The precision (hence the gate) is read from the graph: int8 when it holds quantized ops.
     Returns the `GateResult`; raises `GateFailed` when it fails.
     """
-    from .export_gate import DEFAULT_MAX_TEXTS, GateFailed, Pipeline, Thresholds, check_gate, compare, gate_sample
+    from .gate import DEFAULT_MAX_TEXTS, GateFailed, Pipeline, Thresholds, check_gate, compare, gate_sample
 
     model_dir = Path(model_dir).resolve()
     onnx_path = Path(onnx_file)
@@ -561,36 +562,9 @@ def _resolve_model(model: str, models_dir: str) -> Path:
     raise ExportError(f"no model folder '{model}' (not a folder, and no {candidate})")
 
 
-def cli(argv: Sequence[str] | None = None) -> int:
-    """`python -m predictors export MODEL` / `python tools/export_onnx.py models/MODEL`.
-
-    Exit status: 0 every file passed its gate (or was forced in), 1 a gate failed (that file was
-    not installed), 2 the folder cannot be exported.
-    """
-    import argparse
-
-    from .export_gate import DEFAULT_MAX_TEXTS, GateFailed
-
-    parser = argparse.ArgumentParser(
-        prog="python -m predictors export",
-        description="Export a HuggingFace model folder to model.onnx (fp32) and model.int8.onnx, each installed "
-                    "only if it passes its accuracy gate against PyTorch; writes export_report.json.",
-    )
-    parser.add_argument("model", help="a model folder, or the name of one under --models-dir")
-    parser.add_argument("--models-dir", default="models", help="where model names are looked up (default: %(default)s)")
-    parser.add_argument("--texts", metavar="FILE",
-                        help="extra gate texts, one per line (used with the held-out texts where the folder has "
-                             "them, else alone; built-in sentences when neither)")
-    parser.add_argument("--force", action="store_true",
-                        help="install files that fail their gate anyway; the report and the server say so")
-    parser.add_argument("--max-texts", type=int, default=DEFAULT_MAX_TEXTS, metavar="N",
-                        help="at most N texts per source, evenly spread (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="threads running the gate (default: min(2, CPUs))")
-    parser.add_argument("--no-benchmark", action="store_true", help="skip the throughput measurement")
-    parser.add_argument("--check", metavar="ONNX_FILE",
-                        help="only gate this existing ONNX file against the folder's torch model; install nothing")
-    args = parser.parse_args(argv)
+def run(args: Any) -> int:
+    """Exit status: 0 every file passed its gate (or was forced in), 1 a gate failed (that file was
+    not installed), 2 the folder cannot be exported."""
     try:
         folder = _resolve_model(args.model, args.models_dir)
         if args.check:

@@ -1,0 +1,1 @@
+"""Kubernetes: sizing, rendering, the KServe merge emulation, and strict validation."""

@@ -1,0 +1,1 @@
+"""ONNX export: fp32 export, the int8 quantization ladder and the accuracy gate."""

@@ -1,0 +1,27 @@
+"""The model-folder contract (no ML imports): file names, `predictor.yaml` settings, `ModelConfig`
+and discovery, and the export gate report the backend choice reads."""
+
+from .config import ModelConfig, ModelConfigError, TaskTraits, discover_models, infer_task, is_model_folder, load_model_config
+from .files import (
+    BUILD_INFO_FILE,
+    CONFIG_FILE,
+    DRIFT_REFERENCE_FILE,
+    HELDOUT_FILE,
+    HF_WEIGHTS_FILES,
+    LIBRARIES,
+    ONNX_FILES,
+    PREDICTOR_FILE,
+    REPORT_FILE,
+    file_sha256,
+    library_versions,
+)
+from .report import GateStatus, gate_status, read_report, write_report
+from .settings import BACKEND_CHOICES, DeploySection, ModelSettingsError, PredictorSettings, read_settings
+
+__all__ = [
+    "BACKEND_CHOICES", "BUILD_INFO_FILE", "CONFIG_FILE", "DRIFT_REFERENCE_FILE", "DeploySection", "GateStatus",
+    "HELDOUT_FILE", "HF_WEIGHTS_FILES", "LIBRARIES", "ModelConfig", "ModelConfigError", "ModelSettingsError",
+    "ONNX_FILES", "PREDICTOR_FILE", "PredictorSettings", "REPORT_FILE", "TaskTraits", "discover_models",
+    "file_sha256", "gate_status", "infer_task", "is_model_folder", "library_versions", "load_model_config",
+    "read_report", "read_settings", "write_report",
+]

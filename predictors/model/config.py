@@ -1,0 +1,216 @@
+"""One model's configuration, read from its folder.
+
+A model is a folder: HuggingFace files (config.json, tokenizer, weights and/or ONNX) plus an optional
+`predictor.yaml` (settings.PredictorSettings) that holds only overrides and metadata. Everything not
+overridden is inferred from the folder, so a plain HuggingFace folder dropped into `models/` is
+served as is. The same `ModelConfig` drives the server, the CLI and the rendered manifests.
+
+Which tasks exist is not decided here: the caller passes each task's `TaskTraits` (the task
+registry in `predictors.tasks` does, and binds these functions to itself).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .files import BUILD_INFO_FILE, CONFIG_FILE, HELDOUT_FILE, HF_WEIGHTS_FILES, ONNX_FILES, PREDICTOR_FILE
+from .settings import DeploySection, ModelSettingsError, PredictorSettings, read_settings
+
+
+class ModelConfigError(ModelSettingsError):
+    """A model folder that cannot be served; the message names the model and the file."""
+
+
+@dataclass(frozen=True)
+class TaskTraits:
+    """What the folder contract needs to know of a task: which architectures mean it, and whether
+    its config.json must carry labels (id2label)."""
+
+    architectures: tuple[str, ...]  # config.json "architectures" suffixes, e.g. "ForSequenceClassification"
+    needs_labels: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    path: Path
+    task: str
+    backend: str = "auto"
+    version: str = "1"
+    description: str = ""
+    batch_size: int = 8
+    max_batch: int = 1024
+    max_length: int = 512
+    pooling: str = "mean"
+    normalize: bool = True
+    onnx_file: str | None = None
+    workers: int | None = None
+    labels: tuple[str, ...] = ()
+    architecture: str = ""
+    source: str = ""
+    license: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    deploy: DeploySection = field(default_factory=DeploySection)
+
+    @property
+    def hf_weights(self) -> Path | None:
+        for candidate in HF_WEIGHTS_FILES:
+            if (self.path / candidate).is_file():
+                return self.path / candidate
+        return None
+
+    def onnx_candidates(self) -> list[Path]:
+        """ONNX files present in the folder, best first (int8, then fp32), or the configured one."""
+        if self.onnx_file:
+            return [self.path / self.onnx_file]
+        return [self.path / f for f in ONNX_FILES.values() if (self.path / f).is_file()]
+
+    def heldout(self) -> list[dict[str, Any]]:
+        """The model's held-out examples ({"text", "label"}), where the build recorded them."""
+        path = self.path / HELDOUT_FILE
+        if not path.is_file():
+            return []
+        with path.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def recorded_metrics(self) -> dict[str, Any]:
+        """Metrics measured by the last build, falling back to those committed in predictor.yaml."""
+        info = self.path / BUILD_INFO_FILE
+        if info.is_file():
+            try:
+                measured = json.loads(info.read_text()).get("metrics") or {}
+            except (OSError, json.JSONDecodeError):
+                measured = {}
+            return {**self.metrics, **measured}
+        return dict(self.metrics)
+
+
+def infer_task(architecture: str, tasks: Mapping[str, TaskTraits]) -> str | None:
+    """The task whose architecture suffix `architecture` ends with. The rest of the name must not
+    name another head ("GPT2LMHeadModel" is no bare "...Model" encoder, "BertForMaskedLM" no task)."""
+    for task, traits in tasks.items():
+        for suffix in traits.architectures:
+            if architecture.endswith(suffix):
+                rest = architecture[: -len(suffix)]
+                if "For" not in rest and "Head" not in rest:
+                    return task
+    return None
+
+
+def _read_hf_config(path: Path, name: str) -> dict[str, Any]:
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise ModelConfigError(
+            f"model '{name}': {config_file} is missing; a model folder needs a HuggingFace config.json"
+        )
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelConfigError(f"model '{name}': {config_file} is not valid JSON: {exc}") from exc
+
+
+def _labels(hf_config: dict[str, Any]) -> tuple[str, ...]:
+    id2label = hf_config.get("id2label") or {}
+    return tuple(id2label[k] for k in sorted(id2label, key=int))
+
+
+def _pooling(path: Path) -> str:
+    """sentence-transformers records its pooling in 1_Pooling/config.json; default to mean."""
+    pooling_file = path / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        modes = json.loads(pooling_file.read_text())
+        if modes.get("pooling_mode_cls_token"):
+            return "cls"
+        if modes.get("pooling_mode_max_tokens"):
+            return "max"
+    return "mean"
+
+
+def _max_length(path: Path, hf_config: dict[str, Any]) -> int:
+    limit = int(hf_config.get("max_position_embeddings", 512))
+    st_config = path / "sentence_bert_config.json"
+    if st_config.is_file():
+        limit = min(limit, int(json.loads(st_config.read_text()).get("max_seq_length", limit)))
+    return limit
+
+
+def load_model_config(path: Path | str, name: str | None = None, *, tasks: Mapping[str, TaskTraits]) -> ModelConfig:
+    """Read one model folder into a ModelConfig. Raises ModelConfigError naming model and file."""
+    path = Path(path).resolve()
+    name = name or path.name
+    if not path.is_dir():
+        raise ModelConfigError(f"model '{name}': {path} is not a folder")
+    try:
+        settings: PredictorSettings = read_settings(path / PREDICTOR_FILE, name)
+    except ModelSettingsError as exc:
+        raise ModelConfigError(str(exc)) from None
+    hf_config = _read_hf_config(path, name)
+    architecture = (hf_config.get("architectures") or [""])[0]
+    task = settings.task or infer_task(architecture, tasks)
+    if task is None:
+        raise ModelConfigError(
+            f"model '{name}': cannot infer the task from architecture '{architecture}' in "
+            f"{path / CONFIG_FILE}; set 'task' in {PREDICTOR_FILE} (one of {sorted(tasks)})"
+        )
+    if task not in tasks:
+        raise ModelConfigError(
+            f"model '{name}': unknown task '{task}' in {path / PREDICTOR_FILE}; one of {sorted(tasks)}"
+        )
+    labels = _labels(hf_config)
+    if tasks[task].needs_labels and not labels:
+        raise ModelConfigError(f"model '{name}': {path / CONFIG_FILE} has no id2label for task {task}")
+    if settings.onnx_file and not (path / settings.onnx_file).is_file():
+        raise ModelConfigError(f"model '{name}': onnx_file {path / settings.onnx_file} does not exist")
+    return ModelConfig(
+        name=name,
+        path=path,
+        task=task,
+        backend=settings.backend,
+        version=str(settings.version),
+        description=settings.description,
+        batch_size=settings.batch_size or 8,
+        max_batch=settings.max_batch or 1024,
+        max_length=settings.max_length or _max_length(path, hf_config),
+        pooling=settings.pooling or _pooling(path),
+        normalize=settings.normalize,
+        onnx_file=settings.onnx_file,
+        workers=settings.workers,
+        labels=labels if tasks[task].needs_labels else (),
+        architecture=architecture,
+        source=settings.source,
+        license=settings.license,
+        metrics=dict(settings.metrics),
+        deploy=settings.deploy,
+    )
+
+
+def is_model_folder(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(".") and (
+        (path / CONFIG_FILE).exists() or (path / PREDICTOR_FILE).exists()
+    )
+
+
+def discover_models(
+    models_dir: Path | str, *, tasks: Mapping[str, TaskTraits]
+) -> tuple[list[ModelConfig], dict[str, str]]:
+    """Every model folder under models_dir: the configs that load, and an error per folder that doesn't.
+
+    A folder counts as a model when it holds a config.json or a predictor.yaml; one broken folder
+    does not stop the others from being served.
+    """
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise FileNotFoundError(f"models folder {models_dir} does not exist")
+    configs: list[ModelConfig] = []
+    errors: dict[str, str] = {}
+    for entry in sorted(models_dir.iterdir()):
+        if not is_model_folder(entry):
+            continue
+        try:
+            configs.append(load_model_config(entry, tasks=tasks))
+        except ModelConfigError as exc:
+            errors[entry.name] = str(exc)
+    return configs, errors

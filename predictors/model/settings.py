@@ -1,0 +1,138 @@
+"""`predictor.yaml` as one pydantic model: every key a model folder may set, checked strictly.
+
+An unknown key is an error (a typo such as `batchsize` must not be silently ignored), and every
+error names the model, the file and the key. Each field's `description` says what a valid value
+is; the error message is built from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+PositiveInt = Annotated[StrictInt, Field(ge=1, description="a positive integer")]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, description="a non-negative integer")]
+PositiveNumber = Annotated[StrictInt | StrictFloat, Field(gt=0, description="a positive number")]
+Text = Annotated[StrictStr, Field(min_length=1, description="a non-empty string")]
+Quantity = Annotated[
+    StrictStr,
+    Field(pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description='a quantity string such as "1536Mi"'),
+]
+
+BACKEND_CHOICES = ("auto", "onnx", "hf")
+POOLING_CHOICES = ("mean", "cls", "max")
+
+
+class ModelSettingsError(ValueError):
+    """A predictor.yaml that cannot be used; the message names the model, the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeploySection(_Strict):
+    """`deploy:` Kubernetes sizing. startup_seconds and peak_rss_mib are measured by
+    `tools/measure_deploy.py --write`; the other keys override the defaults in predictors.deploy."""
+
+    startup_seconds: PositiveNumber | None = None
+    peak_rss_mib: PositiveNumber | None = None
+    measured: Text | None = None
+    cpu: PositiveInt | None = None
+    memory_request: Quantity | None = None
+    memory_limit: Quantity | None = None
+    startup_budget_seconds: NonNegativeInt | None = None
+    min_replicas: NonNegativeInt | None = None
+    max_replicas: NonNegativeInt | None = None
+    scale_metric: Annotated[Literal["cpu", "memory"], Field(description="cpu or memory")] | None = None
+    scale_target: NonNegativeInt | None = None
+    storage_uri: Text | None = None
+    storage_prefix: Text | None = None
+    termination_grace_seconds: NonNegativeInt | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The keys the file sets, as plain values."""
+        return self.model_dump(exclude_none=True)
+
+
+class PredictorSettings(_Strict):
+    """Everything `predictor.yaml` may hold; absent keys are inferred from the model folder."""
+
+    version: Annotated[StrictStr | StrictInt, Field(description="a version string or number")] = "1"
+    description: StrictStr = ""
+    task: Annotated[StrictStr, Field(description="a task name")] | None = None
+    backend: Annotated[Literal[BACKEND_CHOICES], Field(description=f"one of {list(BACKEND_CHOICES)}")] = "auto"
+    batch_size: PositiveInt | None = None
+    max_batch: PositiveInt | None = None
+    max_length: PositiveInt | None = None
+    pooling: Annotated[Literal[POOLING_CHOICES], Field(description="mean, cls or max")] | None = None
+    normalize: Annotated[StrictBool, Field(description="true or false")] = True
+    onnx_file: Text | None = None
+    workers: PositiveInt | None = None
+    source: StrictStr = ""
+    license: StrictStr = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    deploy: DeploySection = Field(default_factory=DeploySection)
+
+
+def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The `description` of the field at `loc` (following nested models)."""
+    current: Any = model
+    description = None
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            break
+        info = fields[part]
+        description = info.description or next(
+            (m.description for m in info.metadata if getattr(m, "description", None)), None
+        )
+        if description is None:  # Annotated[...] | None keeps the description in the union's member
+            for arg in getattr(info.annotation, "__args__", ()):
+                for meta in getattr(arg, "__metadata__", ()):
+                    description = description or getattr(meta, "description", None)
+        current = info.annotation if isinstance(info.annotation, type) else None
+    return description
+
+
+def describe_errors(error: ValidationError, model: type[BaseModel], name: str, source: Path) -> str:
+    """One message per problem: unknown keys listed with the known ones; bad values with what is wanted."""
+    unknown: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        if item["type"] == "extra_forbidden":
+            section = ".".join(str(p) for p in loc[:-1])
+            unknown.setdefault(section, []).append(str(loc[-1]))
+            continue
+        key = ".".join(str(p) for p in loc if not isinstance(p, int) and not str(p).startswith(("function-", "lax-")))
+        wanted = _field_description(model, loc) or item["msg"].lower()
+        problems.append(f"{key} must be {wanted}, got {item.get('input')!r}")
+    for section, keys in unknown.items():
+        owner: Any = model
+        for part in section.split(".") if section else ():
+            owner = owner.model_fields[part].annotation
+        where = f"the {section} section of {source}" if section else str(source)
+        problems.insert(0, f"unknown key(s) {sorted(keys)} in {where}; known keys: {sorted(owner.model_fields)}")
+    return f"model '{name}': " + "; ".join(problems) + (f" ({source})" if not unknown else "")
+
+
+def read_settings(path: Path, name: str) -> PredictorSettings:
+    """`predictor.yaml` at `path` (absent: all defaults)."""
+    if not path.is_file():
+        return PredictorSettings()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ModelSettingsError(f"model '{name}': {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ModelSettingsError(f"model '{name}': {path} must be a mapping of keys to values")
+    try:
+        return PredictorSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ModelSettingsError(describe_errors(exc, PredictorSettings, name, path)) from None
