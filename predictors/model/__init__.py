@@ -1,6 +1,7 @@
 """The model-folder contract (no ML imports): file names, `predictor.yaml` settings, `ModelConfig`
 and discovery, and the export gate report the backend choice reads."""
 
+from .build_status import BUILD_STATUS_FILE, BuildStatus, clear_build_status, read_build_status, write_build_status
 from .config import ModelConfig, ModelConfigError, TaskTraits, discover_models, infer_task, is_model_folder, load_model_config
 from .files import (
     BUILD_INFO_FILE,
@@ -19,6 +20,7 @@ from .report import GateStatus, gate_status, read_report, write_report
 from .settings import BACKEND_CHOICES, DeploySection, ModelSettingsError, PredictorSettings, read_settings
 
 __all__ = [
+    "BUILD_STATUS_FILE", "BuildStatus", "clear_build_status", "read_build_status", "write_build_status",
     "BACKEND_CHOICES", "BUILD_INFO_FILE", "CONFIG_FILE", "DRIFT_REFERENCE_FILE", "DeploySection", "GateStatus",
     "HELDOUT_FILE", "HF_WEIGHTS_FILES", "LIBRARIES", "ModelConfig", "ModelConfigError", "ModelSettingsError",
     "ONNX_FILES", "PREDICTOR_FILE", "PredictorSettings", "REPORT_FILE", "TaskTraits", "discover_models",
