@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# System tools the test suite uses for real (kubectl is expected on the machine; see README).
+# Installs the Debian packages that are missing when run as root on Debian/Ubuntu; elsewhere it
+# prints what to install and exits 0, and the tests that need a missing tool skip with the reason.
+set -euo pipefail
+
+# Debian package -> a command it provides (checked before installing).
+PACKAGES=(
+)
+
+missing=()
+for entry in "${PACKAGES[@]}"; do
+    package="${entry%%:*}"
+    command="${entry##*:}"
+    command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "note: missing system packages (tests that need them will skip): ${missing[*]}"
+    echo "      install them with your package manager, e.g. sudo apt-get install ${missing[*]}"
+fi
