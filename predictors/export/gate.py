@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..model import REPORT_FILE, file_sha256, read_report, write_report  # noqa: F401  (re-exported)
+from ..serving.chunking import chunk_plan, reassemble
 
 #: Cap on the texts taken from one source (held-out set or --texts file); an evenly spread subset.
 DEFAULT_MAX_TEXTS = 1000
@@ -196,8 +197,7 @@ class Pipeline:
         on `workers` threads (each backend run uses one intra-op thread, as served)."""
         predictor = self.predictor
         size = batch_size or self.config.batch_size
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        plan = [order[i : i + size] for i in range(0, len(order), size)]
+        plan = chunk_plan(texts, size)
         sequence = predictor.head.backend_output != "logits" or predictor.config.task == "token_classification"
 
         def one(chunk: list[int]) -> tuple[list[np.ndarray], dict[str, np.ndarray], list[bool]]:
@@ -222,7 +222,7 @@ class Pipeline:
         for chunk, (chunk_raw, _, _) in zip(plan, results):
             for i, row in zip(chunk, chunk_raw):
                 raw[i] = row
-        outputs, _ = predictor._reassemble(len(texts), plan, [(o, t) for _, o, t in results])
+        outputs, _ = reassemble(len(texts), plan, [(o, t) for _, o, t in results])
         return Run(raw, outputs, seconds)
 
     def throughput(self, texts: Sequence[str], batch_size: int) -> float:
