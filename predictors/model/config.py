@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .files import BUILD_INFO_FILE, CONFIG_FILE, HELDOUT_FILE, HF_WEIGHTS_FILES, ONNX_FILES, PREDICTOR_FILE
-from .settings import DeploySection, ModelSettingsError, PredictorSettings, read_settings
+from .settings import DeploySection, ModelSettingsError, PredictorSettings, VersionPolicy, read_settings
 
 
 class ModelConfigError(ModelSettingsError):
@@ -54,6 +54,7 @@ class ModelConfig:
     license: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     deploy: DeploySection = field(default_factory=DeploySection)
+    version_policy: VersionPolicy = "latest"
 
     @property
     def hf_weights(self) -> Path | None:
@@ -137,14 +138,20 @@ def _max_length(path: Path, hf_config: dict[str, Any]) -> int:
     return limit
 
 
-def load_model_config(path: Path | str, name: str | None = None, *, tasks: Mapping[str, TaskTraits]) -> ModelConfig:
-    """Read one model folder into a ModelConfig. Raises ModelConfigError naming model and file."""
+def load_model_config(
+    path: Path | str, name: str | None = None, *, tasks: Mapping[str, TaskTraits], version: int | None = None
+) -> ModelConfig:
+    """Read one model folder into a ModelConfig. Raises ModelConfigError naming model and file.
+
+    With `version`, `path` is the numbered version sub-folder `models/<name>/<version>/`: the name
+    comes from its parent, and the parent's predictor.yaml supplies defaults the version's may override."""
     path = Path(path).resolve()
-    name = name or path.name
+    name = name or (path.parent.name if version is not None and path.name == str(version) else path.name)
     if not path.is_dir():
         raise ModelConfigError(f"model '{name}': {path} is not a folder")
+    base = path.parent / PREDICTOR_FILE if version is not None and path.name == str(version) else None
     try:
-        settings: PredictorSettings = read_settings(path / PREDICTOR_FILE, name)
+        settings: PredictorSettings = read_settings(path / PREDICTOR_FILE, name, base=base)
     except ModelSettingsError as exc:
         raise ModelConfigError(str(exc)) from None
     hf_config = _read_hf_config(path, name)
@@ -169,7 +176,7 @@ def load_model_config(path: Path | str, name: str | None = None, *, tasks: Mappi
         path=path,
         task=task,
         backend=settings.backend,
-        version=str(settings.version),
+        version=str(version) if version is not None else str(settings.version),
         description=settings.description,
         batch_size=settings.batch_size or 8,
         max_batch=settings.max_batch or 1024,
@@ -184,6 +191,7 @@ def load_model_config(path: Path | str, name: str | None = None, *, tasks: Mappi
         license=settings.license,
         metrics=dict(settings.metrics),
         deploy=settings.deploy,
+        version_policy=settings.version_policy,
     )
 
 

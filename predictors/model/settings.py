@@ -58,6 +58,16 @@ class DeploySection(_Strict):
         return self.model_dump(exclude_none=True)
 
 
+class SpecificVersions(_Strict):
+    specific: Annotated[list[PositiveInt], Field(min_length=1, description="a list of version numbers")]
+
+
+VersionPolicy = Annotated[
+    Literal["latest", "all"] | SpecificVersions,
+    Field(description='latest, all, or {specific: [versions]}'),
+]
+
+
 class PredictorSettings(_Strict):
     """Everything `predictor.yaml` may hold; absent keys are inferred from the model folder."""
 
@@ -76,6 +86,8 @@ class PredictorSettings(_Strict):
     license: StrictStr = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
     deploy: DeploySection = Field(default_factory=DeploySection)
+    # Which numbered version sub-folders are served (Triton's version_policy); only at models/<name>/.
+    version_policy: VersionPolicy = "latest"
 
 
 def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
@@ -98,6 +110,22 @@ def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | No
     return description
 
 
+def _field_path(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names along `loc`, leaving out pydantic's union-member and validator tags."""
+    path: list[str] = []
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            if isinstance(part, int):
+                path.append(str(part))
+            continue
+        path.append(str(part))
+        annotation = fields[part].annotation
+        current = annotation if isinstance(annotation, type) else None
+    return path
+
+
 def describe_errors(error: ValidationError, model: type[BaseModel], name: str, source: Path) -> str:
     """One message per problem: unknown keys listed with the known ones; bad values with what is wanted."""
     unknown: dict[str, list[str]] = {}
@@ -108,9 +136,11 @@ def describe_errors(error: ValidationError, model: type[BaseModel], name: str, s
             section = ".".join(str(p) for p in loc[:-1])
             unknown.setdefault(section, []).append(str(loc[-1]))
             continue
-        key = ".".join(str(p) for p in loc if not isinstance(p, int) and not str(p).startswith(("function-", "lax-")))
+        key = ".".join(_field_path(model, loc))
         wanted = _field_description(model, loc) or item["msg"].lower()
-        problems.append(f"{key} must be {wanted}, got {item.get('input')!r}")
+        problem = f"{key} must be {wanted}, got {item.get('input')!r}"
+        if problem not in problems:  # a union reports once per member
+            problems.append(problem)
     for section, keys in unknown.items():
         owner: Any = model
         for part in section.split(".") if section else ():
@@ -120,18 +150,24 @@ def describe_errors(error: ValidationError, model: type[BaseModel], name: str, s
     return f"model '{name}': " + "; ".join(problems) + (f" ({source})" if not unknown else "")
 
 
-def read_settings(path: Path, name: str) -> PredictorSettings:
-    """`predictor.yaml` at `path` (absent: all defaults)."""
+def _read_mapping(path: Path, name: str) -> dict[str, Any]:
     if not path.is_file():
-        return PredictorSettings()
+        return {}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ModelSettingsError(f"model '{name}': {path} is not valid YAML: {exc}") from exc
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ModelSettingsError(f"model '{name}': {path} must be a mapping of keys to values")
+    return data
+
+
+def read_settings(path: Path, name: str, base: Path | None = None) -> PredictorSettings:
+    """`predictor.yaml` at `path` (absent: all defaults). With `base` (the model's own predictor.yaml
+    when `path` is a version sub-folder's), the version's keys override the model's."""
+    data = {**(_read_mapping(base, name) if base else {}), **_read_mapping(path, name)}
     try:
         return PredictorSettings.model_validate(data)
     except ValidationError as exc:
