@@ -1,0 +1,268 @@
+"""Prediction drift: a reference distribution recorded at build time, a sliding window of what the
+server predicts, and the population stability index (PSI) between the two per signal.
+
+Signals per task (each text contributes one value per signal):
+- classification: `label` (the predicted label, categorical) and `score` (the top probability);
+- token classification: `entity_count` (spans per text) and `entity_type` (the first span's type,
+  or "none");
+- embedding: `cosine` (cosine similarity of the text's vector to the reference centroid).
+Numeric signals are binned at the reference's deciles, so each reference bin holds ~10 %.
+
+PSI = sum over bins of (window - reference) * ln(window / reference), proportions floored at
+1e-4. Rule of thumb: below 0.1 stable, 0.1-0.25 moderate shift, above 0.25 a real change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..model import DRIFT_REFERENCE_FILE, ModelConfig
+
+#: How many recent texts the window holds (env PREDICTORS_DRIFT_WINDOW).
+DEFAULT_WINDOW = 1000
+DECILES = 10
+ENTITY_COUNT_EDGES = [1, 2, 3, 4, 6]  # bins 0, 1, 2, 3, 4-5, 6+
+NO_ENTITY = "none"
+PROPORTION_FLOOR = 1e-4
+
+
+def window_size_setting() -> int:
+    value = os.environ.get("PREDICTORS_DRIFT_WINDOW", "")
+    try:
+        return max(1, int(value)) if value else DEFAULT_WINDOW
+    except ValueError:
+        raise SystemExit(f"error: PREDICTORS_DRIFT_WINDOW must be a positive integer, got {value!r}") from None
+
+
+# ---- per-text signal values ---------------------------------------------------------------------
+def signal_values(task: str, outputs: dict[str, Any], centroid: np.ndarray | None = None) -> dict[str, list]:
+    """Each signal's value for every text of one prediction's outputs."""
+    if task == "classification":
+        return {"label": [str(v) for v in outputs["label"]], "score": [float(v) for v in outputs["score"]]}
+    if task == "token_classification":
+        entities = [e if isinstance(e, list) else json.loads(e) for e in outputs["entities"]]
+        return {
+            "entity_count": [float(len(e)) for e in entities],
+            "entity_type": [e[0]["entity"] if e else NO_ENTITY for e in entities],
+        }
+    if task == "embedding":
+        vectors = np.asarray(outputs["embedding"], dtype=np.float32)
+        if centroid is None:
+            return {}
+        norms = np.clip(np.linalg.norm(vectors, axis=-1) * np.linalg.norm(centroid), 1e-12, None)
+        return {"cosine": [float(v) for v in (vectors @ centroid) / norms]}
+    return {}
+
+
+# ---- reference ----------------------------------------------------------------------------------
+@dataclass
+class Signal:
+    """One signal's reference: categories (categorical) or inner bin edges (numeric), and the
+    reference proportion of each bin."""
+
+    name: str
+    proportions: list[float]
+    categories: list[str] | None = None
+    edges: list[float] | None = None
+
+    def bin(self, value: Any) -> int:
+        if self.categories is not None:
+            # an unseen category shares the last bin, "other", which the reference holds at ~0
+            return self.categories.index(value) if value in self.categories else len(self.categories)
+        return int(np.searchsorted(self.edges, value, side="right"))
+
+    @property
+    def bins(self) -> int:
+        return len(self.categories) + 1 if self.categories is not None else len(self.edges) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        kind = {"categories": self.categories} if self.categories is not None else {"edges": self.edges}
+        return {**kind, "proportions": self.proportions}
+
+
+def _proportions(bins: list[int], count: int) -> list[float]:
+    counts = np.bincount(np.asarray(bins, dtype=np.int64), minlength=count)[:count]
+    return [round(float(c), 6) for c in counts / max(1, len(bins))]
+
+
+def categorical_signal(name: str, values: list[str], categories: list[str]) -> Signal:
+    signal = Signal(name, [], categories=list(categories))
+    signal.proportions = _proportions([signal.bin(v) for v in values], signal.bins)
+    return signal
+
+
+def numeric_signal(name: str, values: list[float], edges: list[float] | None = None) -> Signal:
+    if edges is None:  # the reference's deciles; repeated values collapse into one edge
+        quantiles = np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0, 1, DECILES + 1)[1:-1])
+        edges = sorted({round(float(q), 6) for q in quantiles})
+    signal = Signal(name, [], edges=list(edges))
+    signal.proportions = _proportions([signal.bin(v) for v in values], signal.bins)
+    return signal
+
+
+@dataclass
+class Reference:
+    task: str
+    source: str
+    texts: int
+    signals: dict[str, Signal]
+    centroid: list[float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "task": self.task,
+            "source": self.source,
+            "texts": self.texts,
+            "signals": {name: s.to_json() for name, s in self.signals.items()},
+        }
+        if self.centroid is not None:
+            data["centroid"] = self.centroid
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reference:
+        signals = {
+            name: Signal(name, list(s["proportions"]), categories=s.get("categories"), edges=s.get("edges"))
+            for name, s in data["signals"].items()
+        }
+        return cls(data["task"], data.get("source", ""), int(data.get("texts", 0)), signals, data.get("centroid"))
+
+
+def build_reference(config: ModelConfig, outputs: dict[str, Any], source: str, texts: int) -> Reference:
+    """The reference distribution of a model's predictions on its reference texts."""
+    centroid = None
+    if config.task == "embedding":
+        vectors = np.asarray(outputs["embedding"], dtype=np.float64)
+        centroid = vectors.mean(axis=0)
+        centroid = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+    values = signal_values(config.task, outputs, centroid)
+    signals: dict[str, Signal] = {}
+    for name, column in values.items():
+        if name == "label":
+            signals[name] = categorical_signal(name, column, list(config.labels))
+        elif name == "entity_type":
+            kinds = sorted({v for v in column if v != NO_ENTITY})
+            signals[name] = categorical_signal(name, column, [NO_ENTITY, *kinds])
+        elif name == "entity_count":
+            signals[name] = numeric_signal(name, column, ENTITY_COUNT_EDGES)
+        else:
+            signals[name] = numeric_signal(name, column)
+    return Reference(
+        config.task, source, texts, signals, [round(float(v), 6) for v in centroid] if centroid is not None else None
+    )
+
+
+def read_reference(folder: Path) -> Reference | None:
+    path = Path(folder) / DRIFT_REFERENCE_FILE
+    if not path.is_file():
+        return None
+    return Reference.from_json(json.loads(path.read_text()))
+
+
+def reference_texts(config: ModelConfig) -> tuple[list[str], str]:
+    """The folder's held-out texts where the build recorded them, else the built-in texts."""
+    heldout = config.heldout()
+    if heldout:
+        return [row["text"] for row in heldout], f"heldout.jsonl ({len(heldout)} texts)"
+    from .drift_texts import builtin_texts
+
+    texts = builtin_texts()
+    return texts, f"built-in reference texts ({len(texts)}, predictors/serving/drift_texts.py)"
+
+
+def write_reference(folder: Path) -> Path:
+    """Run the folder's model (as served: same backend choice, codec and chunking) on its reference
+    texts and write models/<name>/drift_reference.json. A build step; returns the file's path."""
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from ..tasks import load_model_config
+    from . import codec
+    from .predictor import TextPredictor
+
+    folder = Path(folder)
+    config = load_model_config(folder)
+    texts, source = reference_texts(config)
+    model = TextPredictor(config)
+    model.load()
+    outputs: dict[str, list] = {}
+    step = max(1, min(config.max_batch, 256))
+    try:
+        for start in range(0, len(texts), step):
+            part = texts[start : start + step]
+            request = InferRequest(
+                model_name=model.name,
+                infer_inputs=[InferInput(codec.INPUT_NAME, [len(part)], codec.INPUT_DATATYPE, part)],
+                request_id="drift-reference",
+            )
+            predictions = asyncio.run(_predict(model, request))
+            for name, values in predictions.outputs.items():
+                outputs.setdefault(name, []).extend(list(values))
+    finally:
+        model.stop()
+    reference = build_reference(config, {k: np.asarray(v) if k != "entities" else v for k, v in outputs.items()},
+                                source, len(texts))
+    path = folder / DRIFT_REFERENCE_FILE
+    path.write_text(json.dumps(reference.to_json(), indent=1) + "\n")
+    return path
+
+
+async def _predict(model: Any, request: Any) -> Any:
+    return await model.predict(await model.preprocess(request))
+
+
+# ---- the live window ----------------------------------------------------------------------------
+def psi(reference: list[float], window: np.ndarray) -> float:
+    expected = np.clip(np.asarray(reference, dtype=np.float64), PROPORTION_FLOOR, None)
+    actual = np.clip(window, PROPORTION_FLOOR, None)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+class DriftWindow:
+    """The last `size` texts' signal bins, with running counts so PSI costs O(bins). Thread-safe:
+    worker threads observe while the /metrics scrape reads."""
+
+    def __init__(self, reference: Reference, size: int = DEFAULT_WINDOW) -> None:
+        self.reference = reference
+        self.size = size
+        self.centroid = np.asarray(reference.centroid, dtype=np.float32) if reference.centroid else None
+        self._rows: deque[tuple[int, ...]] = deque()
+        self._names = list(reference.signals)
+        self._counts = {n: np.zeros(reference.signals[n].bins, dtype=np.int64) for n in self._names}
+        self._lock = threading.Lock()
+
+    def observe(self, outputs: dict[str, Any]) -> None:
+        values = signal_values(self.reference.task, outputs, self.centroid)
+        if not values or any(n not in values for n in self._names):
+            return
+        signals = self.reference.signals
+        rows = list(zip(*(tuple(signals[n].bin(v) for v in values[n]) for n in self._names)))
+        with self._lock:
+            for row in rows:
+                self._rows.append(row)
+                for name, index in zip(self._names, row):
+                    self._counts[name][index] += 1
+                if len(self._rows) > self.size:
+                    for name, index in zip(self._names, self._rows.popleft()):
+                        self._counts[name][index] -= 1
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def psi(self, name: str) -> float:
+        """PSI of one signal over the window; NaN while the window is empty."""
+        with self._lock:
+            total = len(self._rows)
+            counts = self._counts[name].copy()
+        if total == 0:
+            return math.nan
+        return psi(self.reference.signals[name].proportions, counts / total)
