@@ -48,4 +48,4 @@ manifests: install
 
 # The Dockerfile's pip steps for real in a fresh venv (no Docker needed); make test does a dry run.
 image-install-check: install
-	IMAGE_INSTALL_FULL=1 $(PY) -m pytest tests/test_dockerfile.py -k install_steps -q
+	IMAGE_INSTALL_FULL=1 $(PY) -m pytest tests/unit/deploy/test_dockerfile.py -k install_steps -q

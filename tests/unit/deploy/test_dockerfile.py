@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from predictors.__main__ import _serve_parser
-from predictors.deploy import COMMAND, GRPC_PORT, HTTP_PORT, MODEL_DIR, RUN_AS_USER, render_runtime
+from predictors.cli import build_parser
+from predictors.deploy.render import COMMAND, GRPC_PORT, HTTP_PORT, MODEL_DIR, RUN_AS_USER
 
 from .dockerfile_parser import expand, ignore_patterns, is_ignored, parse
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile"
 RUNTIME_MANIFEST = ROOT / "manifests" / "servingruntime.yaml"
 
@@ -37,6 +37,11 @@ def dockerfile():
 def runtime_container() -> dict:
     runtime = yaml.safe_load(RUNTIME_MANIFEST.read_text())
     return next(c for c in runtime["spec"]["containers"] if c["name"] == "kserve-container")
+
+
+def parse_serve_args(argv: list[str]):
+    """The image's default command sees `python -m predictors ARGS`: flags alone mean `serve`."""
+    return build_parser().parse_known_args(["serve", *argv])
 
 
 def hadolint_binary() -> str | None:
@@ -98,12 +103,10 @@ def test_entrypoint_is_the_manifest_command(dockerfile, runtime_container):
 
 
 def test_manifest_args_and_image_default_args_parse_as_container_mode(dockerfile, runtime_container):
-    args, unknown = _serve_parser().parse_known_args(
-        [a.replace("{{.Name}}", "news-topic") for a in runtime_container["args"]]
-    )
+    args, unknown = parse_serve_args([a.replace("{{.Name}}", "news-topic") for a in runtime_container["args"]])
     assert unknown == []
     assert (args.model_name, args.model_dir, args.http_port, args.grpc_port) == ("news-topic", MODEL_DIR, HTTP_PORT, GRPC_PORT)
-    cmd, unknown = _serve_parser().parse_known_args(dockerfile.final.exec_form("CMD"))
+    cmd, unknown = parse_serve_args(dockerfile.final.exec_form("CMD"))
     assert unknown == [] and (cmd.http_port, cmd.grpc_port) == (HTTP_PORT, GRPC_PORT)
     baked = [c.value for c in dockerfile.final.all("COPY") if "--from=models" in c.value]
     assert baked and baked[0].split()[-1] == cmd.models_dir, "CMD must serve the folder the demo models are baked into"
