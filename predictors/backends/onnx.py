@@ -58,10 +58,22 @@ class OnnxBackend(Backend):
         return result
 
 
-# Operators whose activation scale is computed from the whole input tensor at run time.
-DYNAMIC_QUANT_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention"}
+#: Operators whose activation scale is computed from the whole input tensor at run time.
+DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention"})
+#: Operators only a quantized graph has: how a file's precision (int8 or fp32) is read from its graph.
+QUANTIZED_OPS = DYNAMIC_QUANT_OPS | {
+    "MatMulInteger", "QLinearMatMul", "QEmbedLayerNormalization", "MatMulNBits", "QGemm",
+}
+
+
+def graph_op_types(path: Path) -> set[str]:
+    """The operator types in an ONNX file's graph (weights are not loaded)."""
+    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
 
 def quantizes_activations(path: Path) -> bool:
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(node.op_type in DYNAMIC_QUANT_OPS for node in graph.node)
+    return bool(graph_op_types(path) & DYNAMIC_QUANT_OPS)
+
+
+def is_quantized(path: Path) -> bool:
+    return bool(graph_op_types(path) & QUANTIZED_OPS)

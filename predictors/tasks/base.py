@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 import numpy as np
 
@@ -36,6 +36,30 @@ class TokenBatch:
     truncated: list[bool]
 
 
+def percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+class GateRun(Protocol):
+    """One backend's answers on the export gate's sample, in sample order (predictors.export makes them)."""
+
+    raw: Sequence[np.ndarray]  # per text: its backend output ([C], or [real_tokens, D] when per_token_output)
+    outputs: dict[str, np.ndarray]  # this head's decoded outputs, one row per text
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One check of the export gate: `value op limit` must hold. `show` formats value and limit in
+    the message; `detail` is appended when the check fails."""
+
+    gate: str  # e.g. "int8 top-1 agreement"
+    value: float
+    limit: float
+    op: str  # ">=", "<=" or "<"
+    show: Callable[[float], str] = percent
+    detail: str = ""
+
+
 class TaskHead(ABC):
     """Turns one backend output array for a chunk into per-text outputs, one entry per OutputSpec."""
 
@@ -46,6 +70,9 @@ class TaskHead(ABC):
     needs_offsets: ClassVar[bool] = False
     # The folder contract's view of the task: which config.json architectures mean it, labels needed.
     traits: ClassVar[TaskTraits]
+    # True when the backend output holds one value per token ([n, seq, ...]) rather than per text
+    # ([n, C]): the ONNX export gives it a dynamic sequence axis and compares real tokens only.
+    per_token_output: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -66,6 +93,26 @@ class TaskHead(ABC):
     @abstractmethod
     def format_text(outputs: dict[str, dict[str, Any]], index: int) -> list[str]:
         """Lines the CLI prints for text `index` of a V2 JSON response (`outputs` by name)."""
+
+    # ---- the ONNX export gate: how an export's answers are compared with torch's ----------------
+    @staticmethod
+    @abstractmethod
+    def gate_figures(
+        reference: GateRun, candidate: GateRun, labels: Sequence[str | None], texts: Sequence[str]
+    ) -> dict[str, Any]:
+        """Task figures of `candidate` against `reference` (the torch run) on the same texts; `labels`
+        holds the gold label per text (None where unknown)."""
+
+    @staticmethod
+    @abstractmethod
+    def gate_checks(precision: str, figures: dict[str, Any], thresholds: Any) -> list[GateCheck]:
+        """The checks a `precision` ("fp32" | "int8") file's `figures` must pass; `thresholds` is a
+        predictors.export.gate.Thresholds."""
+
+    @staticmethod
+    @abstractmethod
+    def gate_summary(figures: dict[str, Any]) -> list[str]:
+        """The figures that matter, as phrases of the gate's one-line summary."""
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..model import TaskTraits
-from .base import OutputSpec, TaskHead, TokenBatch, softmax
+from .base import GateCheck, GateRun, OutputSpec, TaskHead, TokenBatch, percent, softmax
 
 
 class ClassificationHead(TaskHead):
@@ -41,3 +41,46 @@ class ClassificationHead(TaskHead):
             return []
         score = outputs["score"]["data"][index] if "score" in outputs else None
         return [f"  label: {outputs['label']['data'][index]}" + (f"  score: {score:.4f}" if score is not None else "")]
+
+    @staticmethod
+    def gate_figures(
+        reference: GateRun, candidate: GateRun, labels: Sequence[str | None], texts: Sequence[str]
+    ) -> dict[str, Any]:
+        """Top-1 agreement with torch, the largest probability change, and accuracy on labelled texts."""
+        n = len(reference.raw)
+        ref_labels, cand_labels = reference.outputs["label"], candidate.outputs["label"]
+        changed = int(sum(a != b for a, b in zip(ref_labels, cand_labels)))
+        figures: dict[str, Any] = {
+            "top1_agreement": (n - changed) / n if n else 1.0,
+            "changed": changed,
+            "max_probability_diff": float(
+                np.abs(reference.outputs["probabilities"] - candidate.outputs["probabilities"]).max()
+            ) if n else 0.0,
+        }
+        known = [i for i, label in enumerate(labels) if label is not None]
+        if known:
+            ref_acc = sum(ref_labels[i] == labels[i] for i in known) / len(known)
+            cand_acc = sum(cand_labels[i] == labels[i] for i in known) / len(known)
+            figures.update(labelled=len(known), reference_accuracy=ref_acc, accuracy=cand_acc,
+                           accuracy_drop=ref_acc - cand_acc)
+        return figures
+
+    @staticmethod
+    def gate_checks(precision: str, figures: dict[str, Any], thresholds: Any) -> list[GateCheck]:
+        checks = [GateCheck(f"{precision} top-1 agreement", figures["top1_agreement"],
+                            thresholds.min_agreement(precision), ">=", percent,
+                            f" ({figures['changed']} of {figures['texts']} texts changed label)")]
+        if "accuracy_drop" in figures:
+            checks.append(GateCheck(
+                f"{precision} accuracy drop", figures["accuracy_drop"], thresholds.max_accuracy_drop, "<=",
+                lambda v: f"{100 * v:.2f} pt",
+                f" (accuracy {percent(figures['accuracy'])} vs torch {percent(figures['reference_accuracy'])})",
+            ))
+        return checks
+
+    @staticmethod
+    def gate_summary(figures: dict[str, Any]) -> list[str]:
+        parts = [f"top-1 agreement {percent(figures['top1_agreement'])} ({figures['changed']} of {figures['texts']} changed)"]
+        if "accuracy" in figures:
+            parts.append(f"accuracy {percent(figures['accuracy'])} vs torch {percent(figures['reference_accuracy'])}")
+        return parts

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..model import ModelConfig, TaskTraits
-from .base import OutputSpec, TaskHead, TokenBatch
+from .base import GateCheck, GateRun, OutputSpec, TaskHead, TokenBatch, percent
 
 
 def pool(states: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -24,6 +24,7 @@ def pool(states: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
 class EmbeddingHead(TaskHead):
     hf_auto_class = "AutoModel"
     backend_output = "last_hidden_state"
+    per_token_output = True
     traits = TaskTraits(architectures=("Model",), needs_labels=False)  # a bare encoder, no head
 
     def __init__(self, config: ModelConfig) -> None:
@@ -50,3 +51,45 @@ class EmbeddingHead(TaskHead):
         dim = outputs["embedding"]["shape"][1]
         vector = outputs["embedding"]["data"][index * dim : (index + 1) * dim]
         return [f"  embedding: dim {dim} [{', '.join(f'{v:.4f}' for v in vector[:4])}, ...]"]
+
+    @staticmethod
+    def gate_figures(
+        reference: GateRun, candidate: GateRun, labels: Sequence[str | None], texts: Sequence[str]
+    ) -> dict[str, Any]:
+        """Cosine between torch's and the candidate's vectors (mean, worst, 1st percentile, the worst
+        text) and, as a retrieval view, whether each text's nearest neighbour in the sample stays."""
+        a, b = reference.outputs["embedding"], candidate.outputs["embedding"]
+        n = len(a)
+        cosine = (a * b).sum(axis=1) / np.clip(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12, None)
+        figures: dict[str, Any] = {
+            "cosine_mean": float(cosine.mean()) if n else 1.0,
+            "cosine_min": float(cosine.min()) if n else 1.0,
+            "cosine_p1": float(np.percentile(cosine, 1)) if n else 1.0,
+        }
+        if n:
+            figures["worst_text"] = texts[int(cosine.argmin())][:80] if texts else None
+        if n > 2:
+            figures["neighbour_agreement"] = float((_nearest_neighbours(a) == _nearest_neighbours(b)).mean())
+        return figures
+
+    @staticmethod
+    def gate_checks(precision: str, figures: dict[str, Any], thresholds: Any) -> list[GateCheck]:
+        if precision == "fp32":  # fp32 is held to the backend output itself (max abs diff)
+            return []
+        return [GateCheck("int8 embedding cosine", figures["cosine_mean"], thresholds.int8_min_cosine, ">=",
+                          lambda v: f"{v:.4f}", f" (worst text {figures['cosine_min']:.4f})")]
+
+    @staticmethod
+    def gate_summary(figures: dict[str, Any]) -> list[str]:
+        parts = [f"cosine mean {figures['cosine_mean']:.4f} (worst text {figures['cosine_min']:.4f})"]
+        if "neighbour_agreement" in figures:
+            parts.append(f"nearest-neighbour agreement {percent(figures['neighbour_agreement'])}")
+        return parts
+
+
+def _nearest_neighbours(vectors: np.ndarray) -> np.ndarray:
+    """Index of each vector's most cosine-similar other vector."""
+    unit = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.argmax(axis=1)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..model import TaskTraits
-from .base import OutputSpec, TaskHead, TokenBatch, softmax
+from .base import GateCheck, GateRun, OutputSpec, TaskHead, TokenBatch, percent, softmax
 
 
 @dataclass
@@ -70,6 +70,7 @@ class TokenClassificationHead(TaskHead):
     hf_auto_class = "AutoModelForTokenClassification"
     backend_output = "logits"
     needs_offsets = True
+    per_token_output = True
     traits = TaskTraits(architectures=("ForTokenClassification",))
 
     def outputs(self) -> list[OutputSpec]:
@@ -102,3 +103,37 @@ class TokenClassificationHead(TaskHead):
         return [
             f"  {e['entity']:<14} {e['text']!r} [{e['start']}:{e['end']}] score {e['score']:.3f}" for e in entities
         ]
+
+    @staticmethod
+    def gate_figures(
+        reference: GateRun, candidate: GateRun, labels: Sequence[str | None], texts: Sequence[str]
+    ) -> dict[str, Any]:
+        """Agreement of the top label per real token, and of the entity spans (type, start, end):
+        spans found by both / spans found by either."""
+        same_tokens = total_tokens = 0
+        for ref, cand in zip(reference.raw, candidate.raw):
+            same_tokens += int((ref.argmax(-1) == cand.argmax(-1)).sum())
+            total_tokens += len(ref)
+        both = either = same_texts = 0
+        for ref, cand in zip(reference.outputs["entities"], candidate.outputs["entities"]):
+            a = {(e["entity"], e["start"], e["end"]) for e in ref}
+            b = {(e["entity"], e["start"], e["end"]) for e in cand}
+            both += len(a & b)
+            either += len(a | b)
+            same_texts += a == b
+        n = len(reference.raw)
+        return {
+            "token_agreement": same_tokens / total_tokens if total_tokens else 1.0,
+            "span_agreement": both / either if either else 1.0,
+            "spans": either,
+            "texts_with_same_spans": same_texts / n if n else 1.0,
+        }
+
+    @staticmethod
+    def gate_checks(precision: str, figures: dict[str, Any], thresholds: Any) -> list[GateCheck]:
+        return [GateCheck(f"{precision} span agreement", figures["span_agreement"],
+                          thresholds.min_agreement(precision), ">=", percent)]
+
+    @staticmethod
+    def gate_summary(figures: dict[str, Any]) -> list[str]:
+        return [f"span agreement {percent(figures['span_agreement'])} of {figures['spans']} spans"]

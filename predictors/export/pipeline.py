@@ -1,0 +1,364 @@
+"""The gated export of a model folder (`python -m predictors export`, the model build), as steps:
+
+1. `export_fp32`: model.onnx from the HuggingFace weights (`fp32.export_onnx`, verified on its own);
+2. `run_reference`: the torch model over the gate sample, through the serving pipeline;
+3. `gate_fp32`: the fp32 file against that reference (`gate`);
+4. `quantize_int8`: onnxruntime's optimizer, then the int8 ladder (`quantize`) until a rung passes;
+5. `measure_throughput`: texts/s of each backend, one thread as served;
+6. `install`: move what passed into the folder (or everything, with `force`); a refused file's older
+   namesake is moved aside so it is not served;
+7. `build_report`: export_report.json (`predictors.model.write_report`), which the backend choice reads.
+
+Every file is written in a scratch folder inside the model folder and moved into place only once it
+passed its gate. Progress goes to the "predictors.export" logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from ..model import ONNX_FILES, REPORT_FILE, ModelConfig, ModelConfigError, file_sha256, library_versions, write_report
+from . import quantize
+from .gate import GateFailed, GateResult, Thresholds, check_gate, compare
+from .runner import Run, Runner, prepare_transformers
+from .sample import DEFAULT_MAX_TEXTS, Sample, bench_texts, gate_sample
+
+logger = logging.getLogger("predictors.export")
+
+#: Texts in the throughput measurement (whole length-sorted chunks spread over the sample).
+BENCH_TEXTS = 48
+
+
+class ExportError(RuntimeError):
+    """A folder that cannot be exported (no HF weights, unknown task...); the message says why."""
+
+
+def load_export_config(model_dir: Path | str, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """The folder's ModelConfig, with `overrides` applied; ExportError when it has nothing to export."""
+    from ..tasks import load_model_config
+
+    try:
+        config = load_model_config(Path(model_dir).resolve())
+    except ModelConfigError as exc:
+        raise ExportError(str(exc)) from exc
+    if config.hf_weights is None:
+        raise ExportError(
+            f"model '{config.name}': no HuggingFace weights (model.safetensors) in {config.path}, nothing to "
+            "export from; a folder that ships ONNX files is served from them as they are"
+        )
+    return replace(config, **overrides) if overrides else config
+
+
+def default_workers() -> int:
+    from ..backends import default_workers as backend_workers
+
+    return min(2, backend_workers())
+
+
+def _mb(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB"
+
+
+def _verdict(result: GateResult) -> str:
+    return "gate " + ("PASSED: " + result.summary() if result.passed else "FAILED: " + "; ".join(result.failures()))
+
+
+@dataclass
+class Candidate:
+    """An ONNX file gated in the scratch folder, waiting to be installed."""
+
+    precision: str  # "fp32" | "int8"
+    path: Path
+    result: GateResult
+    settings: dict[str, Any]  # how it was made, for the report
+    runner: Runner | None = None  # still loaded, for the throughput measurement
+
+
+class _Export:
+    """The state the steps share: the folder's config, the sample, the torch reference and the
+    loaded runners (closed, and torch's thread count restored, by `close`)."""
+
+    def __init__(self, config: ModelConfig, sample: Sample, workers: int, thresholds: Thresholds) -> None:
+        import torch  # the HF backend sets 1 thread (as served); restored for the caller by close()
+
+        self.config, self.sample, self.workers, self.thresholds = config, sample, workers, thresholds
+        self.runners: list[Runner] = []
+        self.reference: Run | None = None
+        self.hf: Runner | None = None
+        self.torch_threads = torch.get_num_threads()
+
+    def runner(self, backend: str, path: Path | None = None) -> Runner:
+        runner = Runner(self.config, backend, path)
+        self.runners.append(runner)
+        return runner
+
+    def release(self, runner: Runner) -> None:
+        runner.close()
+        self.runners.remove(runner)
+
+    def close(self) -> None:
+        import torch
+
+        for runner in self.runners:
+            runner.close()
+        self.runners.clear()
+        torch.set_num_threads(self.torch_threads)
+
+    def gate(self, precision: str, path: Path, name: str) -> tuple[GateResult, Runner, Run]:
+        """Run `path` over the sample and hold it to the `precision` gate against the reference."""
+        runner = self.runner("onnx", path)
+        run = runner.run(self.sample.texts, workers=self.workers, progress=f"{precision} {path.name}")
+        figures = compare(self.config.task, self.reference, run, self.sample.labels, self.sample.texts)
+        return check_gate(name, precision, self.config.task, figures, self.thresholds), runner, run
+
+    # ---- the steps ------------------------------------------------------------------------------
+    def export_fp32(self, work_dir: Path) -> Path:
+        from .fp32 import OPSET, export_onnx  # torch's exporter: loaded only when exporting
+
+        path = export_onnx(self.config.path, self.config.task, work_dir / ONNX_FILES["fp32"])
+        logger.info("fp32: exported %s (%s, opset %d, legacy exporter, eager attention)", path.name, _mb(path), OPSET)
+        return path
+
+    def run_reference(self) -> None:
+        self.hf = self.runner("hf")
+        self.reference = self.hf.run(self.sample.texts, workers=self.workers, progress="torch reference")
+        logger.info("torch reference: %d texts in %.1fs", len(self.sample.texts), self.reference.seconds)
+
+    def gate_fp32(self, path: Path) -> Candidate:
+        from .fp32 import FP32_SETTINGS
+
+        result, runner, _ = self.gate("fp32", path, ONNX_FILES["fp32"])
+        logger.info("fp32 %s", _verdict(result))
+        return Candidate("fp32", path, result, dict(FP32_SETTINGS), runner)
+
+    def quantize_int8(self, fp32: Path, work_dir: Path, ladder: Sequence[quantize.QuantConfig]
+                      ) -> tuple[Candidate | None, dict[str, Any]]:
+        """Optimize once, then try the ladder until a rung passes. Returns the rung that passed, else
+        the one closest to passing (its runner closed), and the report's quantization section."""
+        source, optimizer = quantize.optimize_or_plain(fp32, work_dir, self.config.path)
+        if "error" in optimizer:
+            logger.info("int8: optimizer failed (%s); quantizing the plain export", optimizer["error"])
+        else:
+            logger.info("int8: onnxruntime transformer optimizer fused %s",
+                        ", ".join(f"{k} x{v}" for k, v in optimizer["fused"].items()) or "nothing")
+        tried: list[dict[str, Any]] = []
+        best: Candidate | None = None
+        for rung, qconfig in enumerate(ladder, 1):
+            path = work_dir / f"model.int8.{qconfig.name}.onnx"
+            quantize.quantize_int8(source, path, qconfig, self.config.path)
+            result, runner, run = self.gate("int8", path, ONNX_FILES["int8"])
+            tried.append({"name": qconfig.name, "passed": result.passed, "summary": result.summary(),
+                          "failures": result.failures(), "size_bytes": path.stat().st_size,
+                          "seconds": round(run.seconds, 1)})
+            logger.info("int8 [%d/%d %s] (%s) %s", rung, len(ladder), qconfig.name, _mb(path), _verdict(result))
+            candidate = Candidate("int8", path, result, {"optimizer": optimizer, "quantization": qconfig.settings()})
+            if result.passed:
+                candidate.runner = runner
+                best = candidate
+                break
+            self.release(runner)
+            if best is None or result.closeness() > best.result.closeness():
+                best = candidate
+        passed = next((t["name"] for t in tried if t["passed"]), None)
+        return best, {"passed": passed, "installed": None, "tried": tried, "ladder": [q.name for q in ladder]}
+
+    def measure_throughput(self, candidates: Sequence[Candidate], force: bool) -> dict[str, Any]:
+        """Texts/s at batch 1 and 8 (length-sorted chunks), one thread as each server worker runs,
+        for torch and each file that will be installed."""
+        texts = bench_texts(self.sample.texts, BENCH_TEXTS)
+        logger.info("throughput: %d texts, batch 1 and 8 (length-sorted), 1 thread ...", len(texts))
+        runners = {"hf_fp32": self.hf}
+        for candidate in candidates:
+            if candidate.runner is None and force:
+                candidate.runner = self.runner("onnx", candidate.path)
+            if candidate.runner is not None:
+                runners[f"onnx_{candidate.precision}"] = candidate.runner
+        throughput = {key: {f"batch_{b}": runner.throughput(texts, b) for b in (1, 8)} for key, runner in runners.items()}
+        logger.info("throughput (texts/s, batch 1 / 8): %s",
+                    ", ".join(f"{k} {v['batch_1']} / {v['batch_8']}" for k, v in throughput.items()))
+        return throughput
+
+    def install(self, candidates: Sequence[Candidate], force: bool) -> tuple[dict[str, Any], list[GateResult]]:
+        """Move what passed (or, forced, everything) into the folder; a refused file's older namesake
+        is moved aside to `<name>.previous` so it is not served. Returns the report's files section
+        and the failed gates."""
+        files: dict[str, Any] = {}
+        failed: list[GateResult] = []
+        for candidate in candidates:
+            result, path = candidate.result, candidate.path
+            target = self.config.path / ONNX_FILES[candidate.precision]
+            install = result.passed or force
+            files[target.name] = {
+                "precision": candidate.precision, "installed": install, "forced": install and not result.passed,
+                "size_bytes": path.stat().st_size, "sha256": file_sha256(path), "gate": result.as_dict(),
+                **candidate.settings,
+            }
+            if install:
+                os.replace(path, target)
+                logger.info("installed %s (%s)%s", target.name, _mb(target),
+                            "" if result.passed else " although it FAILED its gate (--force)")
+                continue
+            failed.append(result)
+            if target.exists():
+                os.replace(target, target.with_name(target.name + ".previous"))
+                logger.info("moved the previous %s aside to %s.previous (not served)", target.name, target.name)
+            logger.info("NOT installed %s: it failed its gate", target.name)
+        return files, failed
+
+    def build_report(self, files: dict[str, Any], fp32: Candidate, quantization: dict[str, Any],
+                     throughput: dict[str, Any], seconds: float) -> dict[str, Any]:
+        config, sample, weights = self.config, self.sample, self.config.hf_weights
+        accuracy = fp32.result.figures.get("reference_accuracy")
+        return {
+            "model": config.name,
+            "task": config.task,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "export_seconds": round(seconds, 1),
+            "sample": {"source": sample.source, "texts": len(sample.texts), "labelled": sample.labelled,
+                       "batch_size": config.batch_size, "max_length": config.max_length, "workers": self.workers},
+            "thresholds": self.thresholds.as_dict(),
+            "reference": {"backend": "hf", "file": weights.name, "size_bytes": weights.stat().st_size,
+                          "sha256": file_sha256(weights), "seconds": round(self.reference.seconds, 1),
+                          **({"accuracy": accuracy} if accuracy is not None else {})},
+            "files": files,
+            "quantization": quantization,
+            "throughput": {"unit": "texts/s", "threads": 1, "texts": BENCH_TEXTS if throughput else 0,
+                           "note": "one intra-op thread per run, as each server worker runs; batch 8 on "
+                                   "length-sorted texts; the tokenizer and task head are included",
+                           **throughput},
+            "versions": library_versions(),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        }
+
+
+class _Forward(logging.Handler):
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink(record.getMessage())
+
+
+@contextlib.contextmanager
+def _logging_to(sink: Callable[[str], None] | None) -> Iterator[None]:
+    """Also hand each progress line to `sink` (the model build's log), while the export runs."""
+    if sink is None:
+        yield
+        return
+    handler, level = _Forward(sink), logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def export_model(
+    model_dir: Path | str,
+    texts_file: Path | str | None = None,
+    force: bool = False,
+    max_texts: int | None = None,
+    workers: int | None = None,
+    benchmark: bool = True,
+    thresholds: Thresholds | None = None,
+    ladder: Sequence[quantize.QuantConfig] | None = None,
+    log: Callable[[str], None] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export `model_dir` to model.onnx (fp32) and model.int8.onnx, each behind its accuracy gate.
+
+    `overrides` replaces fields of the folder's ModelConfig (name, max_length, batch_size...): the
+    build exports in a scratch folder that lacks the repository's predictor.yaml, yet the gate must
+    run the texts the way they will be served. `log` also receives each progress line.
+
+    Returns the report (also written to export_report.json). A file that fails its gate is not
+    installed and, once the report is written, `GateFailed` is raised naming each failed gate. With
+    `force=True` failing files are installed anyway (the int8 rung closest to passing) and the report
+    records `"forced": true`; nothing is raised.
+    """
+    config = load_export_config(model_dir, overrides)
+    thresholds = thresholds or Thresholds()
+    ladder = tuple(quantize.LADDER if ladder is None else ladder)
+    workers = workers or default_workers()
+    started = time.monotonic()
+    prepare_transformers()
+    with _logging_to(log):
+        sample = gate_sample(config, texts_file, max_texts or DEFAULT_MAX_TEXTS)
+        logger.info("export %s: %s; %d labelled; chunks of %d, max_length %d, %d worker(s)", config.name,
+                    sample.source, sample.labelled, config.batch_size, config.max_length, workers)
+        job = _Export(config, sample, workers, thresholds)
+        work_dir = Path(tempfile.mkdtemp(dir=config.path, prefix=".export-"))
+        try:
+            fp32_path = job.export_fp32(work_dir)
+            job.run_reference()
+            fp32 = job.gate_fp32(fp32_path)
+            int8, quantization = job.quantize_int8(fp32_path, work_dir, ladder)
+            candidates = [fp32] if int8 is None else [fp32, int8]
+            throughput = job.measure_throughput(candidates, force) if benchmark else {}
+            job.close()
+            files, failed = job.install(candidates, force)
+            if int8 is not None and files[ONNX_FILES["int8"]]["installed"]:
+                quantization["installed"] = int8.settings["quantization"]["name"]
+            report = job.build_report(files, fp32, quantization, throughput, time.monotonic() - started)
+            write_report(config.path, report)
+            logger.info("wrote %s (%.0fs)", REPORT_FILE, report["export_seconds"])
+        finally:
+            job.close()
+            shutil.rmtree(work_dir, ignore_errors=True)
+    if failed:
+        raise GateFailed(failed)
+    return report
+
+
+def check_file(
+    model_dir: Path | str,
+    onnx_file: Path | str,
+    texts_file: Path | str | None = None,
+    max_texts: int | None = None,
+    workers: int | None = None,
+    thresholds: Thresholds | None = None,
+    log: Callable[[str], None] | None = None,
+) -> GateResult:
+    """Gate an existing ONNX file against the folder's HuggingFace weights; installs nothing.
+
+    The precision (hence the gate) is read from the graph: int8 when it holds quantized ops.
+    Returns the `GateResult`; raises `GateFailed` when it fails.
+    """
+    from ..backends.onnx import is_quantized
+
+    model_dir = Path(model_dir).resolve()
+    onnx_path = Path(onnx_file)
+    if not onnx_path.is_absolute() and not onnx_path.exists():
+        onnx_path = model_dir / onnx_path
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path} does not exist")
+    config = load_export_config(model_dir)
+    precision = "int8" if is_quantized(onnx_path) else "fp32"
+    prepare_transformers()
+    with _logging_to(log):
+        sample = gate_sample(config, texts_file, max_texts or DEFAULT_MAX_TEXTS)
+        logger.info("check %s (%s) against torch on %s", onnx_path.name, precision, sample.source)
+        job = _Export(config, sample, workers or default_workers(), thresholds or Thresholds())
+        try:
+            job.run_reference()
+            result, _, _ = job.gate(precision, onnx_path, onnx_path.name)
+        finally:
+            job.close()
+        logger.info("%s %s", precision, _verdict(result))
+    if not result.passed:
+        raise GateFailed([result])
+    return result

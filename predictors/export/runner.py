@@ -1,0 +1,128 @@
+"""Running one backend over texts in process, through the serving pipeline.
+
+A `Runner` is a loaded `TextPredictor` for one backend and file: the same tokenizer call,
+`max_length`, length-sorted chunks of `batch_size`, backend and task head that serve a request, so
+what the gate measures is what a client gets. kserve, torch and transformers load with the first
+runner, not at import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ..model import ModelConfig
+from ..serving.chunking import chunk_plan, reassemble
+
+
+def prepare_transformers() -> None:
+    """Local folders only (never the model hub), and no per-load progress bars between log lines.
+    Call before the first model loads."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _import_predictor() -> type:
+    """TextPredictor, importing kserve without letting it parse this process's command line."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        from ..serving.predictor import TextPredictor
+    finally:
+        sys.argv = saved
+    return TextPredictor
+
+
+@dataclass
+class Run:
+    """One pass of a backend over texts, in their order (a `predictors.tasks.GateRun`)."""
+
+    raw: list[np.ndarray]  # per text: logits [C], or [real_tokens, D] for per-token outputs
+    outputs: dict[str, np.ndarray]  # the task head's outputs (label/probabilities, embedding, entities)
+    seconds: float
+
+    @property
+    def texts_per_second(self) -> float:
+        return len(self.raw) / self.seconds if self.seconds > 0 else float("inf")
+
+
+class Runner:
+    """A loaded TextPredictor for one backend/file, running texts in process.
+
+    `backend="hf"` runs the HuggingFace weights; `backend="onnx"` with `onnx_path` runs that file;
+    `backend=None` keeps the folder's own choice (what the server would serve).
+    """
+
+    def __init__(self, config: ModelConfig, backend: str | None = None, onnx_path: Path | None = None) -> None:
+        changes: dict[str, Any] = {"workers": 1}
+        if backend is not None:
+            changes["backend"] = backend
+        if onnx_path is not None:
+            changes["onnx_file"] = str(Path(onnx_path).resolve())
+        self.config = replace(config, **changes)
+        self.predictor = _import_predictor()(self.config)
+        self.predictor.load()
+        self.choice = self.predictor.choice
+
+    def run(self, texts: Sequence[str], batch_size: int | None = None, workers: int = 1,
+            progress: str | None = None) -> Run:
+        """Run `texts` in length-sorted chunks of `batch_size` (the served batch size by default), on
+        `workers` threads (each backend run uses one intra-op thread, as served). `progress` names a
+        progress bar over the chunks (shown on a terminal only)."""
+        predictor = self.predictor
+        plan = chunk_plan(texts, batch_size or self.config.batch_size)
+        per_token = predictor.head.per_token_output
+
+        def one(chunk: list[int]) -> tuple[list[np.ndarray], dict[str, np.ndarray], list[bool]]:
+            batch = predictor._tokenize([texts[i] for i in chunk])
+            array = predictor.backend.run(batch.arrays)
+            outputs = predictor.head.decode(array, batch)
+            if per_token:  # padding positions are never used downstream: keep the real tokens only
+                mask = batch.arrays["attention_mask"].astype(bool)
+                raw = [np.asarray(array[j][mask[j]], dtype=np.float32) for j in range(len(chunk))]
+            else:
+                raw = [np.asarray(row, dtype=np.float32) for row in array]
+            return raw, outputs, batch.truncated
+
+        started = time.perf_counter()
+        with tqdm(total=len(plan), desc=progress, unit="chunk", leave=False,
+                  disable=True if progress is None else None) as bar:  # None: shown on a terminal only
+
+            def tracked(chunk: list[int]) -> tuple[list[np.ndarray], dict[str, np.ndarray], list[bool]]:
+                result = one(chunk)
+                bar.update()
+                return result
+
+            if workers > 1 and len(plan) > 1:
+                with ThreadPoolExecutor(workers, thread_name_prefix="gate") as pool:
+                    results = list(pool.map(tracked, plan))
+            else:
+                results = [tracked(chunk) for chunk in plan]
+        seconds = time.perf_counter() - started
+        raw: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for chunk, (chunk_raw, _, _) in zip(plan, results):
+            for i, row in zip(chunk, chunk_raw):
+                raw[i] = row
+        outputs, _ = reassemble(len(texts), plan, [(o, t) for _, o, t in results])
+        return Run(raw, outputs, seconds)
+
+    def throughput(self, texts: Sequence[str], batch_size: int) -> float:
+        """Texts per second for `texts` in length-sorted chunks of `batch_size`, one thread."""
+        self.run(texts[: max(1, batch_size)], batch_size)  # warm-up: first-run allocations
+        return round(self.run(texts, batch_size).texts_per_second, 1)
+
+    def close(self) -> None:
+        self.predictor.stop()
+        self.predictor.backend = None
