@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .files import BUILD_INFO_FILE, CONFIG_FILE, HELDOUT_FILE, HF_WEIGHTS_FILES, ONNX_FILES, PREDICTOR_FILE
-from .settings import DeploySection, ModelSettingsError, PredictorSettings, VersionPolicy, read_settings
+from .settings import CacheSection, DeploySection, ModelSettingsError, PredictorSettings, VersionPolicy, read_settings
 
 
 class ModelConfigError(ModelSettingsError):
@@ -55,6 +55,10 @@ class ModelConfig:
     metrics: dict[str, Any] = field(default_factory=dict)
     deploy: DeploySection = field(default_factory=DeploySection)
     version_policy: VersionPolicy = "latest"
+    max_batch_tokens: int | None = None  # None: serving's default
+    max_queue_texts: int | None = None  # None: a few seconds of measured throughput
+    timeout_ms: int | None = None  # None: serving's default deadline
+    cache: CacheSection = field(default_factory=CacheSection)
 
     @property
     def hf_weights(self) -> Path | None:
@@ -192,6 +196,10 @@ def load_model_config(
         metrics=dict(settings.metrics),
         deploy=settings.deploy,
         version_policy=settings.version_policy,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_queue_texts=settings.max_queue_texts,
+        timeout_ms=settings.timeout_ms,
+        cache=settings.cache,
     )
 
 

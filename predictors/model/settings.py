@@ -68,6 +68,16 @@ VersionPolicy = Annotated[
 ]
 
 
+class CacheSection(_Strict):
+    """`cache:` the response cache (predictors.serving.cache). Absent keys take the serving
+    defaults: on for classification and embedding, off for token_classification (PII texts)."""
+
+    enabled: Annotated[StrictBool, Field(description="true or false")] | None = None
+    max_mb: PositiveNumber | None = None
+    ttl_seconds: PositiveNumber | None = None
+    url: Annotated[StrictStr, Field(pattern=r"^rediss?://", description="a redis:// or rediss:// URL")] | None = None
+
+
 class PredictorSettings(_Strict):
     """Everything `predictor.yaml` may hold; absent keys are inferred from the model folder."""
 
@@ -86,6 +96,10 @@ class PredictorSettings(_Strict):
     license: StrictStr = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
     deploy: DeploySection = Field(default_factory=DeploySection)
+    max_batch_tokens: PositiveInt | None = None
+    max_queue_texts: PositiveInt | None = None
+    timeout_ms: PositiveInt | None = None
+    cache: CacheSection = Field(default_factory=CacheSection)
     # Which numbered version sub-folders are served (Triton's version_policy); only at models/<name>/.
     version_policy: VersionPolicy = "latest"
 
