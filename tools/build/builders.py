@@ -21,13 +21,13 @@ from predictors.model.files import file_sha256
 
 from .cache import building, trained_cache_dir
 from .data import TextData, read_bbc, read_bbc_license, read_fine_foods
-from .progress import BuildError, ModelProgress, StepTime, bar
+from .progress import BuildError, ModelProgress, StepTime
 from .recipes import (
     MINILM_FILES, PII_EXPECTED, PII_TEXT, RAMPART_DIR, RAMPART_FILES, RAMPART_NOTICE, RAMPART_ONNX,
     RAMPART_ONNX_SHA256, ModelSpec, recipe_key,
 )
 from .sources import CORPUS, MINILM, MINILM_SAFETENSORS_SHA256, MODELDATA_DEB, RAMPART, Sources, check_sha256
-from .train import evaluate, fine_tune, quiet_transformers
+from .train import evaluate, fine_tune
 
 log = logging.getLogger("build")
 
@@ -171,9 +171,12 @@ def assemble_pii_ner(sources: Sources, out: Path) -> dict[str, Any]:
 def check_pii_ner(out: Path) -> str:
     """The sample text's names, email and phone are found."""
     import numpy as np
+
+    from predictors.export import prepare_transformers
+
+    prepare_transformers()
     from transformers import AutoTokenizer
 
-    quiet_transformers()
     encoded = AutoTokenizer.from_pretrained(str(out))([PII_TEXT], return_tensors="np")
     session = ort_session(out / RAMPART_ONNX)
     feed = {}
@@ -196,8 +199,8 @@ def check_pii_ner(out: Path) -> str:
 # --- Steps every folder goes through -----------------------------------------------------------
 
 #: An export progress message -> the phase of the export that starts after it.
-EXPORT_PHASES = (("sample:", "exporting ONNX"), ("fp32: exported", "fp32 gate"), ("fp32 gate", "int8 gate"),
-                 ("throughput:", "int8 throughput"), ("throughput (", "export report"))
+EXPORT_PHASES = (("fp32: exported", "fp32 gate"), ("fp32 gate", "int8 gate"), ("throughput:", "int8 throughput"),
+                 ("throughput (", "export report"))
 
 
 def export_phase(message: str, current: str) -> str:
@@ -210,19 +213,15 @@ def export_phase(message: str, current: str) -> str:
 
 def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> None:
     """model.onnx (fp32) and model.int8.onnx, each installed only if it passes its accuracy gate against
-    torch, plus export_report.json; each phase is a step of the summary table."""
-    from predictors.export.gate import GateFailed
-    from predictors.export.onnx_export import export_model
+    torch, plus export_report.json; each phase is a step of the summary table and of the build status.
+    (The export logs its own lines and shows its own progress bars.)"""
+    from predictors.export import GateFailed, export_model
 
     from .recipes import served_settings
 
-    quiet_transformers()
     phase = {"name": "exporting ONNX", "start": time.monotonic()}
 
     def on_message(message: str) -> None:
-        log.info("[%s] export: %s", spec.name, message)
-        meter.set_description_str(f"export {message[:60]}", refresh=True)
-        meter.update(1)
         following = export_phase(message, phase["name"])
         if following != phase["name"]:
             now = time.monotonic()
@@ -231,13 +230,12 @@ def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> None:
         progress.status(phase["name"])
 
     progress.status(phase["name"], force=True)
-    with bar(desc="export", unit="phase") as meter:
-        try:
-            export_model(folder, log=on_message, overrides=served_settings(spec.name))
-        except GateFailed as exc:
-            if any(result.precision == "fp32" for result in exc.results):
-                raise BuildError(str(exc)) from exc
-            log.warning("[%s] %s; the folder is served from model.onnx (fp32)", spec.name, exc)
+    try:
+        export_model(folder, log=on_message, overrides=served_settings(spec.name))
+    except GateFailed as exc:
+        if any(result.precision == "fp32" for result in exc.results):
+            raise BuildError(str(exc)) from exc
+        log.warning("[%s] %s; the folder is served from model.onnx (fp32)", spec.name, exc)
     progress.times.append(StepTime(spec.name, phase["name"], time.monotonic() - phase["start"]))
 
 

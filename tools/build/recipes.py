@@ -102,8 +102,7 @@ def served_settings(name: str) -> dict[str, Any]:
 
 def onnx_recipe(name: str) -> dict[str, Any]:
     """fp32 export + the int8 ladder and gate it is held to, and how the folder is served."""
-    from predictors.export.gate import Thresholds
-    from predictors.export.quantize import ladder_settings
+    from predictors.export import Thresholds, ladder_settings
 
     return {**ONNX_EXPORT, "int8": ladder_settings(), "gate": Thresholds().as_dict(), "served": served_settings(name)}
 

@@ -58,13 +58,6 @@ class TrainResult:
     final_loss: float
 
 
-def quiet_transformers() -> None:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def batches(lengths: list[int], settings: TrainSettings, generator: Any) -> list[list[int]]:
     """One epoch's batches of example indices: shuffled, optionally grouped by length."""
     import torch
@@ -86,10 +79,12 @@ def batches(lengths: list[int], settings: TrainSettings, generator: Any) -> list
 def fine_tune(base_dir: Path, data: TextData, settings: TrainSettings, on_step: StepCallback | None = None,
               max_steps: int = 0) -> TrainResult:
     """Fine-tune the HuggingFace folder `base_dir` on `data` (max_steps > 0 stops early: benchmarks)."""
+    from predictors.export import prepare_transformers
+
+    prepare_transformers()
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-    quiet_transformers()
     torch.set_num_threads(settings.torch_threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(settings.seed)

@@ -94,7 +94,7 @@ def test_summary_table_lists_every_step_and_the_total():
 
 
 @pytest.mark.parametrize("message, current, phase", [
-    ("sample: heldout.jsonl; 448 labelled", "exporting ONNX", "exporting ONNX"),
+    ("export news-topic: heldout.jsonl; 448 labelled", "exporting ONNX", "exporting ONNX"),
     ("fp32: exported model.onnx (87 MB, opset 17)", "exporting ONNX", "fp32 gate"),
     ("fp32 gate PASSED: agreement 100%", "fp32 gate", "int8 gate"),
     ("int8 [1/3 avx512-dynamic] (23 MB) gate PASSED", "int8 gate", "int8 gate"),
