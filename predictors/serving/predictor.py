@@ -23,7 +23,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 from ..backends import BACKENDS, Backend, BackendChoice, choose_backend, default_workers
 from ..model import ModelConfig
 from ..tasks import TokenBatch, head_for
-from . import codec
+from . import codec, metrics, request_ids
 from .chunking import chunk_plan, reassemble
 
 # A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
@@ -60,6 +60,7 @@ class TextPredictor(kserve.Model):
         self.load_seconds: float | None = None
         self._load_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        metrics.track(self)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def load(self) -> bool:
@@ -150,13 +151,16 @@ class TextPredictor(kserve.Model):
         return payload
 
     async def preprocess(self, payload: InferRequest | dict, headers: dict[str, str] | None = None) -> codec.TextRequest:
-        return codec.decode_request(payload, self.specs, self.config.max_batch)
+        request = codec.decode_request(payload, self.specs, self.config.max_batch)
+        request.request_id = request_ids.adopt(request.request_id, len(request.texts))
+        return request
 
     async def predict(self, payload: codec.TextRequest, headers: dict[str, str] | None = None) -> Predictions:
         loop = asyncio.get_running_loop()
         plan = self._chunk_plan(payload.texts)
+        metrics.observe_plan(self, len(payload.texts), len(plan))
         results = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, self._run_chunk, [payload.texts[i] for i in chunk]) for chunk in plan)
+            *(loop.run_in_executor(self._executor, metrics.queued(self, self._run_chunk, [payload.texts[i] for i in chunk])) for chunk in plan)
         )
         outputs, truncated = reassemble(len(payload.texts), plan, results)
         return Predictions(payload, outputs, truncated)
@@ -164,6 +168,7 @@ class TextPredictor(kserve.Model):
     async def postprocess(
         self, result: Predictions, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
     ) -> InferResponse | dict[str, Any]:
+        metrics.observe_predictions(self, result.outputs, len(result.truncated))
         return codec.encode_response(
             result.request, result.outputs, self.specs, self.name, self.config.version, result.truncated
         )
@@ -179,9 +184,10 @@ class TextPredictor(kserve.Model):
 
     def _run_chunk(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
         """Tokenize, run and decode one chunk. Runs on a worker thread."""
-        batch = self._tokenize(texts)
-        array = self.backend.run(batch.arrays)
-        return self.head.decode(array, batch), batch.truncated
+        batch = metrics.timed(self, "tokenize", self._tokenize, texts)
+        metrics.observe_chunk(self, batch)
+        array = metrics.timed(self, "backend", self.backend.run, batch.arrays)
+        return metrics.timed(self, "postprocess", self.head.decode, array, batch), batch.truncated
 
     def _tokenize(self, texts: list[str]) -> TokenBatch:
         needs_offsets = self.head.needs_offsets

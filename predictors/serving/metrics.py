@@ -1,0 +1,267 @@
+"""Prometheus metrics of every served model, on the HTTP port's /metrics next to kserve's own.
+
+kserve 0.21 serves prometheus_client's default REGISTRY at /metrics; everything here registers
+there, so one scrape holds both. Names start with `predictors_`; every series carries `model` and
+`version`; other labels are bounded (protocol, outcome, stage, the model's own labels, drift
+signal) -- never a text or a request id. docs/monitoring.md lists each metric and its meaning.
+
+The serving code calls the small `observe_*` functions below; the model-state series (ready, load
+seconds, info, drift) are read from the tracked models when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from typing import Any, Callable, Iterable, TypeVar
+
+import numpy as np
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady, UnsupportedProtocol
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import drift
+
+MODEL_LABELS = ("model", "version")
+#: 1 ms .. 30 s, roughly three buckets per decade.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 384, 512)
+RATIO_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SCORE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+ENTITY_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21)
+
+PROTOCOLS = ("v2_rest", "v2_grpc", "v1")
+OUTCOMES = ("success", "client_error", "not_ready", "timeout", "server_error")
+STAGES = ("queue", "tokenize", "backend", "postprocess")
+
+REQUESTS = Counter(
+    "predictors_requests", "Inference requests answered, by protocol and outcome (success or error class).",
+    [*MODEL_LABELS, "protocol", "outcome"],
+)
+TEXTS = Counter(
+    "predictors_texts", "Texts in answered inference requests, by protocol and outcome.",
+    [*MODEL_LABELS, "protocol", "outcome"],
+)
+REQUEST_SECONDS = Histogram(
+    "predictors_request_duration_seconds", "Whole inference request, from arrival to the last byte of the answer.",
+    [*MODEL_LABELS, "protocol"], buckets=LATENCY_BUCKETS,
+)
+STAGE_SECONDS = Histogram(
+    "predictors_stage_duration_seconds",
+    "One stage of inference: queue (waiting for a worker), tokenize, backend (model run), postprocess (task head).",
+    [*MODEL_LABELS, "stage"], buckets=LATENCY_BUCKETS,
+)
+TEXTS_PER_REQUEST = Histogram("predictors_request_texts", "Texts per inference request.", MODEL_LABELS, buckets=COUNT_BUCKETS)
+CHUNKS_PER_REQUEST = Histogram(
+    "predictors_request_chunks", "Chunks (backend runs) per inference request.", MODEL_LABELS, buckets=COUNT_BUCKETS
+)
+TOKENS_PER_TEXT = Histogram(
+    "predictors_text_tokens", "Tokens per text after truncation, special tokens included.", MODEL_LABELS,
+    buckets=TOKEN_BUCKETS,
+)
+TRUNCATED = Counter("predictors_truncated_texts", "Texts cut at the model's max_length.", MODEL_LABELS)
+PADDING = Histogram(
+    "predictors_chunk_padding_ratio", "Share of a chunk's token slots that are padding.", MODEL_LABELS,
+    buckets=RATIO_BUCKETS,
+)
+IN_FLIGHT = Gauge("predictors_requests_in_flight", "Inference requests being served now.", MODEL_LABELS)
+QUEUED = Gauge("predictors_queued_texts", "Texts waiting for a worker.", MODEL_LABELS)
+PREDICTED_LABELS = Counter(
+    "predictors_predicted_labels", "Texts by predicted label (classification).", [*MODEL_LABELS, "label"]
+)
+TOP_SCORE = Histogram(
+    "predictors_top_score", "Probability of the predicted label (classification).", MODEL_LABELS, buckets=SCORE_BUCKETS
+)
+ENTITIES = Histogram(
+    "predictors_entities_per_text", "Entity spans found per text (token classification).", MODEL_LABELS,
+    buckets=ENTITY_BUCKETS,
+)
+
+
+def labels(model: Any) -> tuple[str, str]:
+    return model.name, str(model.config.version)
+
+
+# ---- model state, read at scrape time -----------------------------------------------------------
+class _Tracked:
+    def __init__(self, model: Any) -> None:
+        self.model = weakref.ref(model)
+        reference = drift.read_reference(model.config.path)
+        self.drift = drift.DriftWindow(reference, drift.window_size_setting()) if reference else None
+
+
+_tracked: dict[tuple[str, str], _Tracked] = {}
+_tracked_lock = threading.Lock()
+
+
+def track(model: Any) -> None:
+    """Report this model's state (ready, load seconds, backend, drift) on /metrics from now on."""
+    entry = _Tracked(model)
+    with _tracked_lock:
+        _tracked[labels(model)] = entry
+
+
+def tracked(name: str, version: str | None = None) -> tuple[str, str] | None:
+    """The (model, version) label values for a request naming `name` (and maybe a version), or
+    None for a model this server does not serve (never a label: names are client input)."""
+    with _tracked_lock:
+        keys = [k for k, entry in _tracked.items() if k[0] == name and entry.model() is not None]
+    if version is not None:
+        return (name, version) if (name, version) in keys else None
+    return max(keys, key=lambda k: (len(k[1]), k[1])) if keys else None
+
+
+def drift_window(model: Any) -> drift.DriftWindow | None:
+    entry = _tracked.get(labels(model))
+    return entry.drift if entry is not None else None
+
+
+class ModelStateCollector(Collector):
+    def collect(self) -> Iterable[Metric]:
+        ready = GaugeMetricFamily("predictors_model_ready", "1 once the model loaded and answered its warm-up.", labels=MODEL_LABELS)
+        load = GaugeMetricFamily("predictors_model_load_seconds", "Seconds the last load took (weights, tokenizer, warm-up).", labels=MODEL_LABELS)
+        info = GaugeMetricFamily(
+            "predictors_model_info", "Always 1; the labels say which backend, weights file and task serve the model.",
+            labels=[*MODEL_LABELS, "backend", "weights", "task"],
+        )
+        psi = GaugeMetricFamily(
+            "predictors_drift_psi", "Population stability index of a prediction signal: the window vs the build's reference.",
+            labels=[*MODEL_LABELS, "signal"],
+        )
+        window = GaugeMetricFamily("predictors_drift_window_texts", "Texts in the drift window.", labels=MODEL_LABELS)
+        with _tracked_lock:
+            entries = list(_tracked.items())
+        for key, entry in entries:
+            model = entry.model()
+            if model is None:
+                continue
+            ready.add_metric(key, 1.0 if model.ready else 0.0)
+            if model.load_seconds is not None:
+                load.add_metric(key, float(model.load_seconds))
+            if model.choice is not None:
+                info.add_metric([*key, model.choice.name, model.choice.weights.name, model.config.task], 1.0)
+            if entry.drift is not None:
+                window.add_metric(key, float(len(entry.drift)))
+                for signal in entry.drift.reference.signals:
+                    value = entry.drift.psi(signal)
+                    if not math.isnan(value):
+                        psi.add_metric([*key, signal], value)
+        return [ready, load, info, psi, window]
+
+
+REGISTRY.register(ModelStateCollector())
+
+
+# ---- request outcome ----------------------------------------------------------------------------
+def outcome_for_status(status: int) -> str:
+    if status < 400:
+        return "success"
+    if status == 503:
+        return "not_ready"
+    if status in (408, 504):
+        return "timeout"
+    return "client_error" if status < 500 else "server_error"
+
+
+def outcome_for_exception(exc: BaseException | None) -> str:
+    if exc is None:
+        return "success"
+    status = getattr(exc, "http_status", None)  # the serving layer's own errors carry their status
+    if status is not None:
+        return outcome_for_status(int(status))
+    if isinstance(exc, (ModelNotReady, ServerNotReady)):
+        return "not_ready"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, (InvalidInput, UnsupportedProtocol, ModelNotFound, NotImplementedError)):
+        return "client_error"
+    return "server_error"
+
+
+def observe_request(key: tuple[str, str], protocol: str, outcome: str, seconds: float, texts: int) -> None:
+    REQUESTS.labels(*key, protocol, outcome).inc()
+    if texts:
+        TEXTS.labels(*key, protocol, outcome).inc(texts)
+    REQUEST_SECONDS.labels(*key, protocol).observe(seconds)
+
+
+def in_flight(key: tuple[str, str], change: int) -> None:
+    IN_FLIGHT.labels(*key).inc(change)
+
+
+# ---- inside the model ---------------------------------------------------------------------------
+Result = TypeVar("Result")
+
+
+def timed(model: Any, stage: str, function: Callable[..., Result], *args: Any) -> Result:
+    """`function(*args)`, its duration observed as `stage`."""
+    started = time.perf_counter()
+    try:
+        return function(*args)
+    finally:
+        STAGE_SECONDS.labels(*labels(model), stage).observe(time.perf_counter() - started)
+
+
+def queued(model: Any, function: Callable[[list[str]], Result], texts: list[str]) -> Callable[[], Result]:
+    """`function(texts)` for an executor: counts the texts as queued until a worker starts it, and
+    observes that wait as the `queue` stage."""
+    key = labels(model)
+    QUEUED.labels(*key).inc(len(texts))
+    submitted = time.perf_counter()
+
+    def run() -> Result:
+        observe_queue_wait(model, time.perf_counter() - submitted, len(texts), key)
+        return function(texts)
+
+    return run
+
+
+def observe_queue_wait(model: Any, seconds: float, texts: int, key: tuple[str, str] | None = None) -> None:
+    """A batch of `texts` left the queue after `seconds` (for a scheduler that counted them in with
+    `QUEUED.labels(...).inc`)."""
+    key = key or labels(model)
+    QUEUED.labels(*key).dec(texts)
+    STAGE_SECONDS.labels(*key, "queue").observe(seconds)
+
+
+def observe_chunk(model: Any, batch: Any) -> None:
+    """Tokens per text and padding of one tokenized chunk (a TokenBatch)."""
+    key = labels(model)
+    mask = np.asarray(batch.arrays["attention_mask"])
+    tokens = mask.sum(axis=1)
+    histogram = TOKENS_PER_TEXT.labels(*key)
+    for count in tokens:
+        histogram.observe(float(count))
+    if mask.size:
+        PADDING.labels(*key).observe(1.0 - float(tokens.sum()) / mask.size)
+
+
+def observe_plan(model: Any, texts: int, chunks: int) -> None:
+    key = labels(model)
+    TEXTS_PER_REQUEST.labels(*key).observe(texts)
+    CHUNKS_PER_REQUEST.labels(*key).observe(chunks)
+
+
+def observe_predictions(model: Any, outputs: dict[str, Any], truncated: int) -> None:
+    """What the model predicted for one request's texts: labels, scores, entities, truncation, drift."""
+    key = labels(model)
+    if truncated:
+        TRUNCATED.labels(*key).inc(truncated)
+    if "label" in outputs:
+        for label, count in zip(*np.unique(np.asarray(outputs["label"], dtype=str), return_counts=True)):
+            PREDICTED_LABELS.labels(*key, str(label)).inc(int(count))
+    if "score" in outputs:
+        histogram = TOP_SCORE.labels(*key)
+        for score in np.asarray(outputs["score"], dtype=np.float64):
+            histogram.observe(float(score))
+    if "entities" in outputs:
+        histogram = ENTITIES.labels(*key)
+        for entities in drift.signal_values("token_classification", {"entities": outputs["entities"]})["entity_count"]:
+            histogram.observe(entities)
+    window = drift_window(model)
+    if window is not None:
+        window.observe(outputs)

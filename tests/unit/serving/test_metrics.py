@@ -1,0 +1,99 @@
+"""Metric functions against prometheus_client's real registry, with stand-in models (no weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from kserve.errors import InvalidInput, ModelNotReady
+from prometheus_client import REGISTRY, generate_latest
+
+from predictors.model import DRIFT_REFERENCE_FILE, ModelConfig
+from predictors.serving import drift, metrics
+
+
+class StandInModel(SimpleNamespace):
+    """A stand-in for TextPredictor: the attributes metrics reads, no weights (weak-referenceable)."""
+
+
+def stand_in_model(tmp_path: Path, name: str, task: str = "classification", with_reference: bool = False):
+    config = ModelConfig(name=name, path=tmp_path, task=task, version="3", labels=("great", "other"))
+    if with_reference:
+        outputs = {"label": np.array(["great", "other"] * 50, dtype=object), "score": np.linspace(0.5, 1.0, 100)}
+        reference = drift.build_reference(config, outputs, "stand-in", 100)
+        (tmp_path / DRIFT_REFERENCE_FILE).write_text(json.dumps(reference.to_json()))
+    model = StandInModel(
+        name=name, config=config, ready=False, load_seconds=None,
+        choice=SimpleNamespace(name="onnx", weights=tmp_path / "model.int8.onnx"),
+    )
+    metrics.track(model)
+    return model
+
+
+def value(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_model_state_is_read_at_scrape_time_with_a_stand_in_model(tmp_path):
+    model = stand_in_model(tmp_path, "state-stand-in")
+    key = {"model": "state-stand-in", "version": "3"}
+    assert value("predictors_model_ready", **key) == 0.0
+    model.ready, model.load_seconds = True, 2.5
+    assert value("predictors_model_ready", **key) == 1.0
+    assert value("predictors_model_load_seconds", **key) == 2.5
+    assert value("predictors_model_info", **key, backend="onnx", weights="model.int8.onnx", task="classification") == 1.0
+    assert value("predictors_drift_window_texts", **key) is None  # no reference file: no drift series
+
+
+def test_predictions_feed_label_counter_score_histogram_and_drift(tmp_path):
+    model = stand_in_model(tmp_path, "pred-stand-in", with_reference=True)
+    key = {"model": "pred-stand-in", "version": "3"}
+    outputs = {"label": np.array(["great", "great", "other"], dtype=object), "score": np.array([0.9, 0.8, 0.6])}
+    metrics.observe_predictions(model, outputs, truncated=1)
+    assert value("predictors_predicted_labels_total", **key, label="great") == 2
+    assert value("predictors_top_score_count", **key) == 3
+    assert value("predictors_top_score_bucket", **key, le="0.7") == 1
+    assert value("predictors_truncated_texts_total", **key) == 1
+    assert value("predictors_drift_window_texts", **key) == 3
+    assert value("predictors_drift_psi", **key, signal="label") is not None
+
+
+def test_chunk_stage_and_queue_observations(tmp_path):
+    model = stand_in_model(tmp_path, "chunk-stand-in")
+    key = {"model": "chunk-stand-in", "version": "3"}
+    batch = SimpleNamespace(arrays={"attention_mask": np.array([[1, 1, 1, 1], [1, 1, 0, 0]])})
+    metrics.observe_chunk(model, batch)
+    assert value("predictors_text_tokens_count", **key) == 2 and value("predictors_text_tokens_sum", **key) == 6
+    assert value("predictors_chunk_padding_ratio_sum", **key) == 0.25
+    run = metrics.queued(model, lambda texts: len(texts), ["a", "b"])
+    assert value("predictors_queued_texts", **key) == 2
+    assert run() == 2 and value("predictors_queued_texts", **key) == 0
+    assert value("predictors_stage_duration_seconds_count", **key, stage="queue") == 1
+    assert metrics.timed(model, "tokenize", sum, [1, 2]) == 3
+    assert value("predictors_stage_duration_seconds_count", **key, stage="tokenize") == 1
+    metrics.observe_plan(model, texts=5, chunks=2)
+    assert value("predictors_request_chunks_sum", **key) == 2
+
+
+def test_outcomes_and_bounded_model_labels(tmp_path):
+    model = stand_in_model(tmp_path, "outcome-stand-in")  # tracked weakly: keep it alive
+    assert [metrics.outcome_for_status(s) for s in (200, 400, 404, 429, 503, 504, 500)] == [
+        "success", "client_error", "client_error", "client_error", "not_ready", "timeout", "server_error"]
+    assert metrics.outcome_for_exception(InvalidInput("x")) == "client_error"
+    assert metrics.outcome_for_exception(ModelNotReady("m")) == "not_ready"
+    assert metrics.outcome_for_exception(RuntimeError("boom")) == "server_error"
+    assert metrics.tracked("outcome-stand-in") == ("outcome-stand-in", "3")
+    assert metrics.tracked("outcome-stand-in", "9") is None and metrics.tracked("no-such-model") is None
+    metrics.observe_request(("outcome-stand-in", "3"), "v1", "client_error", 0.002, texts=4)
+    key = {"model": "outcome-stand-in", "version": "3", "protocol": "v1"}
+    assert value("predictors_requests_total", **key, outcome="client_error") == 1
+    assert value("predictors_texts_total", **key, outcome="client_error") == 4
+    assert value("predictors_request_duration_seconds_bucket", **key, le="0.0025") == 1
+
+
+def test_exposition_has_help_and_prefix():
+    text = generate_latest(REGISTRY).decode()
+    ours = [line for line in text.splitlines() if line.startswith("# HELP predictors_")]
+    assert len(ours) >= 18 and all(len(line.split(" ", 3)[3]) > 10 for line in ours)
