@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .files import BUILD_INFO_FILE, CONFIG_FILE, HELDOUT_FILE, HF_WEIGHTS_FILES, ONNX_FILES, PREDICTOR_FILE
-from .settings import CacheSection, DeploySection, ModelSettingsError, PredictorSettings, VersionPolicy, read_settings
+from .settings import CHARS_PER_TOKEN, DEFAULT_MAX_BODY_BYTES, CacheSection, DeploySection, ModelSettingsError, PredictorSettings, VersionPolicy, read_settings
 
 
 class ModelConfigError(ModelSettingsError):
@@ -59,6 +59,13 @@ class ModelConfig:
     max_queue_texts: int | None = None  # None: a few seconds of measured throughput
     timeout_ms: int | None = None  # None: serving's default deadline
     cache: CacheSection = field(default_factory=CacheSection)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a REST request body's limit
+    max_text_chars: int | None = None  # None: max_length x CHARS_PER_TOKEN
+
+    @property
+    def text_char_limit(self) -> int:
+        """Characters of each text kept before tokenizing: more cannot fit into max_length tokens."""
+        return self.max_text_chars or self.max_length * CHARS_PER_TOKEN
 
     @property
     def hf_weights(self) -> Path | None:
@@ -200,6 +207,8 @@ def load_model_config(
         max_queue_texts=settings.max_queue_texts,
         timeout_ms=settings.timeout_ms,
         cache=settings.cache,
+        max_body_bytes=settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        max_text_chars=settings.max_text_chars,
     )
 
 

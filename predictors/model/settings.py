@@ -23,6 +23,14 @@ Quantity = Annotated[
 ]
 
 BACKEND_CHOICES = ("auto", "onnx", "hf")
+# A REST body's default limit when predictor.yaml sets no max_body_bytes: the 8 MiB kserve's gRPC
+# server allows a message (MAX_GRPC_MESSAGE_LENGTH), so both transports refuse the same sizes. A full
+# request of 1024 texts of 512 tokens is about 2 MB of JSON.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+# Characters of a text kept per token of max_length when predictor.yaml sets no max_text_chars. The
+# demo tokenizers' longest vocabulary piece is 18 characters and prose averages about 3 per token; a
+# text longer than max_length x 32 characters is cut before tokenizing and reported as truncated.
+CHARS_PER_TOKEN = 32
 POOLING_CHOICES = ("mean", "cls", "max")
 
 
@@ -102,6 +110,9 @@ class PredictorSettings(_Strict):
     cache: CacheSection = Field(default_factory=CacheSection)
     # Which numbered version sub-folders are served (Triton's version_policy); only at models/<name>/.
     version_policy: VersionPolicy = "latest"
+    # Request size limits, enforced before parsing and tokenizing (defaults: the constants above).
+    max_body_bytes: PositiveInt | None = None
+    max_text_chars: PositiveInt | None = None
 
 
 def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:

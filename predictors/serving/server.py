@@ -29,6 +29,8 @@ from kserve.protocol.dataplane import DataPlane
 
 from ..model import ModelConfig, ModelConfigError
 from ..tasks import load_model_config
+from . import codec
+from .limits import BodyLimit
 from .predictor import TextPredictor
 
 # A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
@@ -63,6 +65,8 @@ class HonestDataPlane(DataPlane):
         return metadata
 
     def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
+        if protocol_version == "v2":  # REST V2 JSON or binary-extension bodies, checked strictly
+            return codec.decode_rest_v2(body, headers, model_name), {}
         try:
             return super().decode(body, headers, protocol_version, model_name)
         except InvalidInput:
@@ -135,6 +139,7 @@ class PredictorServer(ModelServer):
         from kserve.model_server import app
 
         app.add_exception_handler(RequestValidationError, _request_validation_handler)
+        app.add_middleware(BodyLimit, models=self.repository)
         app.add_api_route("/v2/models/{model_name}/config", self._model_config, methods=["GET"])
         for model in self.repository.get_models().values():
             model.enable_latency_logging = self.enable_latency_logging

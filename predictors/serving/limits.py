@@ -1,0 +1,138 @@
+"""Request size limits enforced before any parsing: an ASGI middleware for REST bodies.
+
+`BodyLimit` reads a request's body itself, counting bytes, before the app sees any of it: a
+Content-Length over the limit is refused without reading, and a body that streams past the limit
+(no or a lying Content-Length) is refused as soon as it does, so no request makes the server hold
+more than the limit. The limit is the model's `max_body_bytes` (predictor.yaml) for its routes and
+the server-wide default elsewhere. gRPC has its own limit (kserve's 8 MiB message length).
+
+`Content-Encoding: gzip` / `deflate` (which tritonclient.http's request compression sends) is
+decoded here with the same cap on the decoded size, so a small compressed body cannot expand into
+gigabytes; any other encoding is a 415. Every refusal is JSON `{"error": "..."}` naming the limit.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any, Awaitable, Callable
+
+from starlette.responses import JSONResponse
+
+from ..model.settings import DEFAULT_MAX_BODY_BYTES
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+_MODEL_ROUTE = re.compile(r"^/v[12]/models/([^/:]+)")
+# HTTP content codings zlib can undo, and the wbits that select each container (RFC 9110 8.4.1).
+_DECODABLE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class RequestRefused(Exception):
+    """A body the server will not read further; the status and message are the answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def model_name_of(path: str) -> str | None:
+    match = _MODEL_ROUTE.match(path)
+    return match.group(1) if match else None
+
+
+def decode_content(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body with its Content-Encoding undone, refusing to produce more than `limit` bytes."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding not in _DECODABLE:
+        raise RequestRefused(
+            415, f"Content-Encoding {coding!r} is not supported; send the body uncompressed or as gzip or deflate"
+        )
+    decompressor = zlib.decompressobj(_DECODABLE[coding])
+    try:
+        decoded = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise RequestRefused(400, f"the body is not valid {coding} data ({exc})") from None
+    if len(decoded) > limit:
+        raise RequestRefused(
+            413, f"request body decompresses to more than the limit of {limit} bytes (max_body_bytes)"
+        )
+    if not decompressor.eof:
+        raise RequestRefused(400, f"the {coding} body is truncated: its compressed stream does not end")
+    return decoded
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a REST body over the limit before the app reads it (see module doc).
+
+    `models.get_model(name)` gives a route's model; its `config.max_body_bytes` is that route's limit."""
+
+    def __init__(self, app: Any, models: Any, default_limit: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.models = models
+        self.default_limit = default_limit
+
+    def limit_for(self, path: str) -> int:
+        name = model_name_of(path)
+        model = self.models.get_model(name) if name else None
+        return getattr(getattr(model, "config", None), "max_body_bytes", None) or self.default_limit
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope.get("path", ""))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        try:
+            body = await self._read(receive, headers.get("content-length"), limit)
+            encoding = headers.get("content-encoding", "")
+            decoded = decode_content(body, encoding, limit)
+        except RequestRefused as refused:
+            await JSONResponse({"error": refused.message}, status_code=refused.status)(scope, receive, send)
+            return
+        if decoded is not body:  # the app sees the decoded body, described as such
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")
+            ] + [(b"content-length", str(len(decoded)).encode())]
+        await self.app(scope, _replay(decoded, receive), send)
+
+    @staticmethod
+    async def _read(receive: Receive, content_length: str | None, limit: int) -> bytes:
+        if content_length is not None and content_length.strip().isdigit() and int(content_length) > limit:
+            raise RequestRefused(
+                413, f"request body of {int(content_length)} bytes is over the limit of {limit} bytes (max_body_bytes)"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client hung up mid-body: nothing to answer
+                raise RequestRefused(400, "the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestRefused(
+                    413, f"request body of more than {limit} bytes is over the limit of {limit} bytes (max_body_bytes)"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the buffered body over once, then waits on the client (for disconnects)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
