@@ -6,6 +6,10 @@ set -euo pipefail
 
 # Debian package -> a command it provides (checked before installing).
 PACKAGES=(
+    "podman:podman"  # the image build (make image) and the container rehearsal (tests/integration/test_container_rehearsal.py)
+    "runc:runc"  # podman's runtime here (tools/image/containers.conf): crun fails on these cgroup set-ups
+    "debootstrap:debootstrap"  # the local python:3.11 bookworm base image, no registry needed (tools/image/base.sh)
+    "prometheus:promtool"  # prometheus + promtool: metrics lint, rule tests, a real scrape (tests/integration/test_prometheus.py)
 )
 
 missing=()

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable
 
-from . import client, export, local, manifests, serve
+from . import client, export, local, manifests, serve, stats
 
 #: Each module's `register(subparsers)` adds its sub-command(s) and sets `func`.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -19,6 +19,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     client.register,
     export.register,
     manifests.register,
+    stats.register,
 )
 
 

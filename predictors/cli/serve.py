@@ -10,7 +10,7 @@ from pathlib import Path
 from kserve.model_server import parser as kserve_parser
 
 from ..model import CONFIG_FILE
-from ..tasks import discover_models, load_model_config
+from ..tasks import load_model_config
 from ..model import ModelConfigError
 
 
@@ -23,6 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--models-dir", default="models", help="serve every model folder in this folder")
     parser.add_argument("--model_dir", help="KServe container mode: serve the one model in this folder")
+    parser.add_argument(
+        "--watch", type=float, default=0.0, metavar="SECONDS",
+        help="poll the models folder every SECONDS: new folders, finished builds and changed versions load "
+        "without a restart (0: off; POST /v2/repository/models/<name>/load does it on demand)",
+    )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="text: kserve's format; json: one JSON object per line (timestamp, level, model, request_id, message)",
+    )
     parser.set_defaults(func=run, model_name=None)
 
 
@@ -49,47 +58,51 @@ def container_model_folder(model_dir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..serving.repository import PredictorRepository
+
     if args.model_dir:
         folder = container_model_folder(Path(args.model_dir))
+        name = args.model_name or folder.name
         try:
-            configs = [load_model_config(folder, args.model_name or folder.name)]
+            load_model_config(folder, name)  # fail fast on a broken folder: the pod restarts with the reason
         except ModelConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        errors: dict[str, str] = {}
+        repository = PredictorRepository(folder.parent, strict=True)
+        repository.add_folder(folder, name)
     else:
-        try:
-            configs, errors = discover_models(args.models_dir)
-        except FileNotFoundError:
+        if not Path(args.models_dir).is_dir():
             print(
                 f"error: models folder '{args.models_dir}' does not exist. Build the demo models with "
                 f"`make models`, or point --models-dir at a folder of HuggingFace model folders.",
                 file=sys.stderr,
             )
             return 2
-    for name, message in errors.items():
-        print(f"warning: skipping model '{name}': {message}", file=sys.stderr)
-    if not configs:
-        print(
-            f"error: no models found in '{args.models_dir}'. Each model is a sub-folder with a config.json "
-            f"(run `make models` to build the demo models).",
-            file=sys.stderr,
-        )
-        return 2
+        repository = PredictorRepository(args.models_dir)
+        repository.scan()
+        if not repository.entries and not args.watch:
+            print(
+                f"error: no models found in '{args.models_dir}'. Each model is a sub-folder with a config.json "
+                f"(run `make models` to build the demo models).",
+                file=sys.stderr,
+            )
+            return 2
     ports = [args.http_port] + ([args.grpc_port] if args.enable_grpc else [])
     for port in ports:
         if not _port_free(port):
             print(f"error: port {port} is already in use; choose another with --http_port / --grpc_port", file=sys.stderr)
             return 2
 
-    from ..serving.server import FolderModelRepository, PredictorServer
+    from ..serving.server import PredictorServer
+    from ..serving.logs import configure_logging
 
-    repository = FolderModelRepository(args.model_dir or args.models_dir)
-    for config in configs:
-        repository.register(config)
-    print(f"serving {', '.join(c.name for c in configs)} on http :{args.http_port} / grpc :{args.grpc_port}", flush=True)
+    configure_logging(args.log_format)
+
+    names = ", ".join(sorted(repository.entries)) or f"(none yet; watching {args.models_dir})"
+    print(f"serving {names} on http :{args.http_port} / grpc :{args.grpc_port}", flush=True)
     PredictorServer(
         repository,
+        watch_seconds=args.watch,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         workers=args.workers,

@@ -25,6 +25,7 @@ from ..model import ModelConfig
 from ..tasks import TokenBatch, head_for
 from . import codec, metrics, request_ids
 from .chunking import chunk_plan, reassemble
+from .errors import ModelUnavailable
 
 # A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
 logger = logging.getLogger("kserve.predictors")
@@ -60,6 +61,11 @@ class TextPredictor(kserve.Model):
         self.load_seconds: float | None = None
         self._load_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        # Admission for this loaded version: False once it is being unloaded or replaced; requests
+        # already inside (inflight) finish, new ones are refused with a 503 naming the reason.
+        self.accepting = True
+        self.refusal = ""
+        self.inflight = 0
         metrics.track(self)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -107,9 +113,34 @@ class TextPredictor(kserve.Model):
         response.to_rest()
 
     def stop(self) -> None:
+        """Free the runtime. Callers drain first (`drain`), so no accepted request is cancelled."""
         self.ready = False
+        self.accepting = False
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.backend = None
+        self.tokenizer = None
+
+    def refuse_new_requests(self, reason: str) -> None:
+        self.accepting = False
+        self.refusal = reason
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until the requests already accepted have answered (at most `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.inflight == 0
+
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        if not self.accepting:
+            raise ModelUnavailable(self.refusal or f"model '{self.name}' version {self.config.version} is not serving")
+        self.inflight += 1
+        try:
+            return await super().__call__(body, headers, **kwargs)
+        finally:
+            self.inflight -= 1
 
     # ---- metadata ----------------------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:

@@ -1,70 +1,78 @@
-"""kserve.ModelServer wired for honest state: models load in the background after the ports open,
-liveness answers meanwhile, and readiness says yes only once every model answered a warm-up request.
+"""kserve.ModelServer wired for honest state: the ports open at once, models load in the background,
+readiness says which models are missing and why, every error is JSON, and shutdown and unload
+never drop an accepted request.
 
-Three small subclasses of kserve's own parts do this:
-- HonestDataPlane: server readiness = all registered models ready; a request to a model that is
-  still loading gets 503 instead of kserve's synchronous `model.load()` on the event loop; a body
-  kserve cannot decode is a 400, never a 500.
-- FolderModelRepository: the repository extension's load/unload work on model folders (kserve's
-  `ModelRepository.load` is a stub).
-- PredictorServer: starts the background loader and adds `/v2/models/<name>/config`, the place
-  (as in Triton) where labels, backend and batching settings are discoverable.
+- HonestDataPlane: model lookups answer with the reason a model or version cannot serve (404 /
+  503 with the load error), and a body kserve cannot decode is a 400, never a 500.
+- PredictorRESTServer / PredictorGRPCServer (grpc.py): kserve's servers with our routes, error
+  handlers, connection guards and status codes.
+- PredictorServer: starts them with the repository's lifecycle (load all, optionally watch the
+  folder) and a graceful shutdown bounded by the grace the manifests give (PREDICTORS_DRAIN_SECONDS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from pathlib import Path
+import os
 from typing import Any
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from kserve import ModelServer
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
-from kserve.model_repository import ModelRepository
+from kserve.errors import InvalidInput
+from kserve.model_server import FASTAPI_APP_IMPORT_STRING, app
+from kserve.model_server import args as kserve_args
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.rest.server import RESTServer
 
-from ..model import ModelConfig, ModelConfigError
-from ..tasks import load_model_config
 from . import codec
+from .errors import REST_HANDLERS
+from .grpc import PredictorGRPCServer
+from .http import ConnectionGuard, TimedH11Protocol, register_routes
 from .limits import BodyLimit
 from .predictor import TextPredictor
+from .repository import VERSION_SEPARATOR, PredictorRepository
+from .request_ids import RequestIdMiddleware
 
-# A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
 logger = logging.getLogger("kserve.predictors")
+
+DRAIN_SECONDS_ENV = "PREDICTORS_DRAIN_SECONDS"
+DEFAULT_DRAIN_SECONDS = 30
+
+
+def drain_seconds() -> int:
+    """Seconds a shutdown or unload waits for accepted requests: the manifests render
+    terminationGracePeriodSeconds minus the preStop sleep into PREDICTORS_DRAIN_SECONDS."""
+    value = os.environ.get(DRAIN_SECONDS_ENV, "").strip()
+    try:
+        return max(1, int(value)) if value else DEFAULT_DRAIN_SECONDS
+    except ValueError:
+        raise SystemExit(f"error: {DRAIN_SECONDS_ENV} must be a whole number of seconds, got {value!r}") from None
 
 
 class HonestDataPlane(DataPlane):
+    def __init__(self, repository: PredictorRepository) -> None:
+        super().__init__(model_registry=repository)
+        self.repository = repository
+
     async def ready(self) -> bool:
-        models = self.model_registry.get_models()
-        if not models:
-            return False
-        for name in models:
-            if not await self.model_registry.is_model_ready(name):
-                return False
+        return bool(self.repository.get_models()) and not self.repository.not_ready()
+
+    async def get_model(self, name: str) -> TextPredictor:
+        base, _, version = name.partition(VERSION_SEPARATOR)
+        return self.repository.resolve(base, version or None)
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        await self.get_model(model_name)  # raises 404 / 503 with the reason
         return True
 
-    async def get_model(self, name: str):
-        model = self.model_registry.get_model(name)
-        if model is None:
-            raise ModelNotFound(name)
-        if not await self.model_registry.is_model_ready(name):
-            detail = getattr(model, "load_error", None) or "still loading"
-            raise ModelNotReady(name, detail)
-        return model
-
     async def model_metadata(self, model_name: str) -> dict:
+        model = await self.get_model(model_name)
         metadata = await super().model_metadata(model_name)
-        model = self.model_registry.get_model(model_name)
-        if isinstance(model, TextPredictor):
-            metadata["platform"] = model.platform
-            metadata["versions"] = [model.config.version]
+        entry = self.repository.entries[model.name]
+        metadata.update(name=model.name, platform=model.platform, versions=entry.ready_versions())
         return metadata
 
-    def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
+    def decode(self, body: Any, headers: Any, protocol_version: str = "v1", model_name: str | None = None) -> Any:
         if protocol_version == "v2":  # REST V2 JSON or binary-extension bodies, checked strictly
             return codec.decode_rest_v2(body, headers, model_name), {}
         try:
@@ -72,82 +80,77 @@ class HonestDataPlane(DataPlane):
         except InvalidInput:
             raise
         except Exception as exc:  # malformed binary extension bodies, bad UTF-8, missing keys
-            raise InvalidInput(f"cannot decode the request body: {type(exc).__name__}: {exc}") from None
+            raise InvalidInput(f"cannot decode the request body: {exc}") from None
 
 
-class FolderModelRepository(ModelRepository):
-    """Model folders by name; loads run on a background thread so start-up never blocks the ports."""
+class PredictorRESTServer(RESTServer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.http = TimedH11Protocol
 
-    def __init__(self, models_dir: str | Path, configs: list[tuple[str, ModelConfig]] | None = None) -> None:
-        super().__init__(str(models_dir))
-        self._configs: dict[str, ModelConfig] = dict(configs or [])
+    def _add_middlewares(self, app: Any) -> None:
+        super()._add_middlewares(app)
+        app.add_middleware(BodyLimit, models=self.dataplane.model_registry)  # innermost: after the guards
+        app.add_middleware(RequestIdMiddleware)  # request ids + per-request metrics
+        app.add_middleware(ConnectionGuard)
 
-    def register(self, config: ModelConfig, name: str | None = None) -> TextPredictor:
-        model = TextPredictor(config, name)
-        self._configs[model.name] = config
-        self.update(model)
-        return model
-
-    async def load(self, name: str) -> bool:
-        """Repository extension load (`POST /v2/repository/models/<name>/load`): (re)read the folder
-        and load it on a worker thread, so the event loop keeps answering probes meanwhile."""
-        config = self._configs.get(name)
-        try:
-            config = load_model_config(Path(self.models_dir) / name, name) if config is None else config
-        except ModelConfigError as exc:
-            raise ModelNotFound(name) from exc
-        model = self.get_model(name)
-        if not isinstance(model, TextPredictor):
-            model = self.register(config, name)
-        return await asyncio.to_thread(_load_logged, model)
-
-    def load_in_background(self) -> threading.Thread:
-        models = [m for m in self.get_models().values() if isinstance(m, TextPredictor)]
-
-        def load_all() -> None:
-            for model in models:
-                _load_logged(model)
-
-        thread = threading.Thread(target=load_all, name="model-loader", daemon=True)
-        thread.start()
-        return thread
-
-
-def _load_logged(model: TextPredictor) -> bool:
-    try:
-        return model.load()
-    except Exception as exc:  # one broken model must not stop the others
-        model.load_error = f"failed to load from {model.config.path}: {type(exc).__name__}: {exc}"
-        logger.error("model %s %s", model.name, model.load_error)
-        return False
-
-
-async def _request_validation_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}" for err in exc.errors()
-    )
-    return JSONResponse(status_code=400, content={"error": f"invalid request body: {problems}"})
+    def _add_exception_handlers(self, app: Any) -> None:
+        super()._add_exception_handlers(app)
+        for exception, handler in REST_HANDLERS.items():  # after kserve's, so these win
+            app.add_exception_handler(exception, handler)
 
 
 class PredictorServer(ModelServer):
-    def __init__(self, repository: FolderModelRepository, **kwargs: Any) -> None:
-        super().__init__(registered_models=repository, **kwargs)
-        self.dataplane = HonestDataPlane(model_registry=repository)
+    def __init__(self, repository: PredictorRepository, watch_seconds: float = 0.0, **kwargs: Any) -> None:
+        grace = drain_seconds()
+        super().__init__(registered_models=repository, grace_period=grace, **kwargs)
+        repository.drain_seconds = grace
         self.repository = repository
+        self.dataplane = HonestDataPlane(repository)
+        self.watch_seconds = watch_seconds
+        self._stopping = asyncio.Event()
 
     def start(self, models: list | None = None) -> None:
-        from kserve.model_server import app
+        self.repository.enable_latency_logging = self.enable_latency_logging
+        register_routes(app, self.repository, self.dataplane, self._stopping.is_set)
+        self._rest_server = PredictorRESTServer(
+            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
+            access_log_format=self.access_log_format, workers=1, grace_period=self.grace_period,
+            event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive,
+            ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
+        )
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = PredictorGRPCServer(
+                self.grpc_port, self.dataplane, self.repository, kwargs=vars(kserve_args), grace_period=self.grace_period
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.servers.append(self._lifecycle())
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
 
-        app.add_exception_handler(RequestValidationError, _request_validation_handler)
-        app.add_middleware(BodyLimit, models=self.repository)
-        app.add_api_route("/v2/models/{model_name}/config", self._model_config, methods=["GET"])
-        for model in self.repository.get_models().values():
-            model.enable_latency_logging = self.enable_latency_logging
-        self.repository.load_in_background()
-        super().start([])
+    async def _lifecycle(self) -> None:
+        """Load every model after the ports are open; then watch the folder, if asked, until stop."""
+        await self.repository.load_all()
+        if self.watch_seconds > 0:
+            await self.repository.watch(self.watch_seconds, self._stopping)
+        else:
+            await self._stopping.wait()
 
-    async def _model_config(self, model_name: str) -> dict[str, Any]:
-        model = self.repository.get_model(model_name)
-        if model is None:
-            raise ModelNotFound(model_name)
-        return model.describe()
+    def stop(self, sig: int) -> None:
+        """SIGTERM/SIGINT, once uvicorn has finished its HTTP requests (bounded by the grace period):
+        let gRPC's accepted requests finish too, then free the models."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        logger.info("stopping: draining accepted requests (at most %ds)", self.grace_period)
+
+        async def shutdown() -> None:
+            await self.repository.drain_all(self.grace_period)
+            if self._grpc_server:
+                await self._grpc_server.stop(sig)
+            for name in list(self.repository.entries):
+                self.repository.unload(name)
+
+        asyncio.create_task(shutdown())

@@ -30,8 +30,8 @@ def infer_task(architecture: str) -> str | None:
     return _infer_task(architecture, TASK_TRAITS)
 
 
-def load_model_config(path: Path | str, name: str | None = None) -> ModelConfig:
-    return _load_model_config(path, name, tasks=TASK_TRAITS)
+def load_model_config(path: Path | str, name: str | None = None, version: int | None = None) -> ModelConfig:
+    return _load_model_config(path, name, tasks=TASK_TRAITS, version=version)
 
 
 def discover_models(models_dir: Path | str) -> tuple[list[ModelConfig], dict[str, str]]:

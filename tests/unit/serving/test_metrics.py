@@ -97,3 +97,12 @@ def test_exposition_has_help_and_prefix():
     text = generate_latest(REGISTRY).decode()
     ours = [line for line in text.splitlines() if line.startswith("# HELP predictors_")]
     assert len(ours) >= 18 and all(len(line.split(" ", 3)[3]) > 10 for line in ours)
+
+
+def test_stats_quantile_matches_prometheus_interpolation():
+    from predictors.cli.stats import histogram_quantile
+
+    buckets = {0.1: 50.0, 0.5: 90.0, 1.0: 100.0, float("inf"): 100.0}
+    assert histogram_quantile(0.5, buckets) == 0.1  # exactly at a bucket's upper bound
+    assert abs(histogram_quantile(0.7, buckets) - 0.3) < 1e-9  # half way through (0.1, 0.5]
+    assert abs(histogram_quantile(0.95, buckets) - 0.75) < 1e-9
