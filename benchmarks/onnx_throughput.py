@@ -18,15 +18,16 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from predictors.config import load_model_config  # noqa: E402
-from predictors.export_gate import Pipeline, bench_texts, gate_sample, read_report  # noqa: E402
+from predictors.export import prepare_transformers  # noqa: E402
+from predictors.export.runner import Runner  # noqa: E402
+from predictors.export.sample import bench_texts, gate_sample  # noqa: E402
+from predictors.model import REPORT_FILE, ONNX_FILES, read_report  # noqa: E402
+from predictors.tasks import load_model_config  # noqa: E402
 
 
 def quality(report: dict, key: str | None) -> str:
@@ -48,27 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME")
     parser.add_argument("--texts", type=int, default=48, help="texts per measurement (default: %(default)s)")
     args = parser.parse_args(argv)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    prepare_transformers()
 
     rows = ["| model | backend | file | size | texts/s batch 1 | texts/s batch 8 | held-out accuracy / quality |",
             "|---|---|---|---:|---:|---:|---|"]
-    for folder in sorted(p for p in args.models_dir.iterdir() if (p / "export_report.json").is_file()):
+    for folder in sorted(p for p in args.models_dir.iterdir() if (p / REPORT_FILE).is_file()):
         if args.only and folder.name not in args.only:
             continue
         config = load_model_config(folder)
         report = read_report(folder)
         texts = bench_texts(gate_sample(config).texts, args.texts, config.batch_size)
         backends = [("torch fp32 (HF)", "hf", None, config.hf_weights)]
-        for key, label in (("model.onnx", "ONNX fp32"), ("model.int8.onnx", "ONNX int8")):
+        for key, label in ((ONNX_FILES["fp32"], "ONNX fp32"), (ONNX_FILES["int8"], "ONNX int8")):
             if (folder / key).is_file() and report["files"].get(key, {}).get("installed"):
                 backends.append((label, "onnx", key, folder / key))
         for label, backend, key, path in backends:
-            pipeline = Pipeline(config, backend, path if backend == "onnx" else None)
-            speeds = [pipeline.throughput(texts, batch) for batch in (1, 8)]
-            pipeline.close()
+            runner = Runner(config, backend, path if backend == "onnx" else None)
+            speeds = [runner.throughput(texts, batch) for batch in (1, 8)]
+            runner.close()
             row = (f"| {config.name} | {label} | {path.name} | {path.stat().st_size / 1e6:.1f} MB | "
                    f"{speeds[0]:.1f} | {speeds[1]:.1f} | {quality(report, key)} |")
             print(row, file=sys.stderr, flush=True)

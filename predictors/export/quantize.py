@@ -85,10 +85,14 @@ def ladder_settings() -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """onnxruntime's tools log INFO/WARNING chatter on the root logger; keep progress output readable."""
-    loggers = [logging.getLogger(), logging.getLogger("onnxruntime"), logging.getLogger("onnx_model"),
+    """onnxruntime's tools log INFO/WARNING chatter on the root logger, and a module-level
+    `logging.info` there installs a root handler (basicConfig) that would then print every INFO
+    record of the process; keep the caller's logging as it was."""
+    root = logging.getLogger()
+    loggers = [root, logging.getLogger("onnxruntime"), logging.getLogger("onnx_model"),
                logging.getLogger("fusion_base"), logging.getLogger("onnx_model_bert")]
     levels = [lg.level for lg in loggers]
+    handlers = list(root.handlers)
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
@@ -96,6 +100,9 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
 
 
 def _shape(hf_config: dict[str, Any]) -> tuple[int, int, int]:
