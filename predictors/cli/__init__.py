@@ -10,13 +10,14 @@ import argparse
 import sys
 from typing import Callable
 
-from . import client, export, local, manifests, serve, stats
+from . import client, export, local, manifests, repository, serve, stats
 
 #: Each module's `register(subparsers)` adds its sub-command(s) and sets `func`.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     serve.register,
     local.register,
     client.register,
+    repository.register,
     export.register,
     manifests.register,
     stats.register,
