@@ -3,14 +3,13 @@ and the margin, fp32 is held to the backend output, the task head adds its check
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from predictors.export import GateFailed, Thresholds
 from predictors.export.gate import check_gate, compare
 from predictors.tasks import GateCheck
+from tests.unit.tasks.test_gate_figures import SyntheticRun
 
 
 def test_gate_messages_name_the_gate_and_the_margin():
@@ -53,14 +52,6 @@ def test_closeness_is_the_smallest_margin_and_the_failure_names_every_file():
     assert str(failure).startswith("model.int8.onnx failed the int8 accuracy gate: int8 top-1 agreement gate: 98.50%")
     report = near.as_dict()
     assert report["passed"] is False and report["failures"] == near.failures() and report["checks"][0]["op"] == ">="
-
-
-@dataclass
-class SyntheticRun:
-    """A GateRun made of hand-written arrays."""
-
-    raw: list[np.ndarray]
-    outputs: dict[str, np.ndarray]
 
 
 def test_compare_takes_the_largest_backend_difference_then_the_heads_figures():
