@@ -44,7 +44,7 @@ clean-models:
 
 # Re-render manifests/ from models/*/predictor.yaml (sizes measured by tools/measure_deploy.py).
 manifests: install
-	$(PY) tools/render_manifests.py
+	$(PY) -m predictors manifests render
 
 # The Dockerfile's pip steps for real in a fresh venv (no Docker needed); make test does a dry run.
 image-install-check: install

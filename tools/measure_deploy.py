@@ -23,7 +23,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,12 +41,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from predictors.config import ModelConfig, discover_models  # noqa: E402
-from predictors.deploy import (  # noqa: E402
-    DEFAULTS, GRPC_PORT, HTTP_PORT, PREDICTOR_FILE_COMMENT, local_command, memory_for,
-    merge_runtime_container, render_runtime, resolve_env, startup_budget_for, thread_env,
-    update_deploy_section,
-)
+from predictors.deploy.merge import local_command, local_port_map, merge_runtime_container, resolve_env  # noqa: E402
+from predictors.deploy.render import render_runtime, thread_env  # noqa: E402
+from predictors.deploy.runtime import HTTP_PORT  # noqa: E402
+from predictors.deploy.settings_file import PREDICTOR_FILE_COMMENT, update_deploy_section  # noqa: E402
+from predictors.deploy.sizing import cpu_for, memory_for, startup_budget_for  # noqa: E402
+from predictors.model import ModelConfig  # noqa: E402
+from predictors.tasks import discover_models  # noqa: E402
 
 WORDS = (
     "the quarterly report shows revenue growth across every region while costs stayed flat and "
@@ -55,12 +55,6 @@ WORDS = (
     "europe and asia customers praised the battery life but some complained about shipping delays "
     "and the support line was slow to answer questions about refunds warranties and replacements"
 ).split()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def long_texts(count: int, words: int, seed: int) -> list[str]:
@@ -86,7 +80,7 @@ def infer_body(texts: list[str]) -> dict[str, Any]:
 
 def pod_container(config: ModelConfig) -> dict[str, Any]:
     """The model's kserve-container as rendered (runtime + thread env + cpu limit), placeholders replaced."""
-    cpu = str((config.deploy or {}).get("cpu", DEFAULTS["cpu"]))
+    cpu = str(cpu_for(config))
     model = {"env": thread_env(), "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}}}
     return merge_runtime_container(render_runtime(), model, {"name": config.name})
 
@@ -121,7 +115,7 @@ class RssSampler(threading.Thread):
 def measure(config: ModelConfig, clients: int, requests: int, batch: int, words: int,
             big_request: bool, log_dir: Path) -> dict[str, Any]:
     container = pod_container(config)
-    ports = {HTTP_PORT: free_port(), GRPC_PORT: free_port()}
+    ports = local_port_map(container)
     argv = local_command(container, config.path, ports)
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
