@@ -19,3 +19,15 @@ def write_folder(path: Path, architecture: str = "BertForSequenceClassification"
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(b"")
     return path
+
+
+def linked_model_folder(source: Path, target: Path, extra_yaml: str = "") -> Path:
+    """A model folder whose files are symlinks to a built one, with `extra_yaml` appended to its
+    predictor.yaml: the same weights served under other settings, without copying them."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if entry.name != "predictor.yaml":
+            (target / entry.name).symlink_to(entry.resolve())
+    settings = (source / "predictor.yaml").read_text() if (source / "predictor.yaml").is_file() else ""
+    (target / "predictor.yaml").write_text(settings.rstrip("\n") + "\n" + extra_yaml)
+    return target

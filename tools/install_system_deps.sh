@@ -10,6 +10,7 @@ PACKAGES=(
     "runc:runc"  # podman's runtime here (tools/image/containers.conf): crun fails on these cgroup set-ups
     "debootstrap:debootstrap"  # the local python:3.11 bookworm base image, no registry needed (tools/image/base.sh)
     "prometheus:promtool"  # prometheus + promtool: metrics lint, rule tests, a real scrape (tests/integration/test_prometheus.py)
+    "redis-server:redis-server"  # the Redis response cache backend (tests/integration/test_cache_redis.py)
 )
 
 missing=()

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable
 
-from . import client, export, local, manifests, repository, serve, stats
+from . import benchmark, client, export, local, manifests, repository, serve, stats
 
 #: Each module's `register(subparsers)` adds its sub-command(s) and sets `func`.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -20,6 +20,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     repository.register,
     export.register,
     manifests.register,
+    benchmark.register,
     stats.register,
 )
 

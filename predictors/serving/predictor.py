@@ -12,7 +12,6 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +23,11 @@ from ..backends import BACKENDS, Backend, BackendChoice, choose_backend, default
 from ..model import ModelConfig
 from ..tasks import TokenBatch, head_for
 from . import codec, metrics, request_ids
+from .admission import DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, request_timeout_seconds
+from .cache import ResponseCache, build_cache, lookup_then_compute
 from .chunking import chunk_plan, reassemble
 from .errors import ModelUnavailable
+from .scheduler import Scheduler, SchedulerHooks, assemble, settings_for
 
 # A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
 logger = logging.getLogger("kserve.predictors")
@@ -60,7 +62,8 @@ class TextPredictor(kserve.Model):
         self.load_error: str | None = None
         self.load_seconds: float | None = None
         self._load_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        self.scheduler: Scheduler | None = None
+        self.cache: ResponseCache | None = None
         # Admission for this loaded version: False once it is being unloaded or replaced; requests
         # already inside (inflight) finish, new ones are refused with a 503 naming the reason.
         self.accepting = True
@@ -87,8 +90,10 @@ class TextPredictor(kserve.Model):
                 raise ModelLoadError(
                     f"cannot load a tokenizer from {self.config.path} (tokenizer.json, vocab.txt...): {exc}"
                 ) from exc
-            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"infer-{self.name}")
+            self.scheduler = self._start_scheduler()
+            self.cache = build_cache(self.config, self.choice.weights)
             self._warm_up()
+            self.scheduler.calibrate([WARMUP_TEXT * 5] * self.config.batch_size)  # seeds the queue bound
             self.load_seconds = round(time.monotonic() - started, 2)
             self.ready = True
             logger.info(
@@ -116,9 +121,11 @@ class TextPredictor(kserve.Model):
         """Free the runtime. Callers drain first (`drain`), so no accepted request is cancelled."""
         self.ready = False
         self.accepting = False
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self.scheduler is not None:
+            self.scheduler.stop()
+            self.scheduler = None
+        if self.cache is not None:
+            self.cache.clear()
         self.backend = None
         self.tokenizer = None
 
@@ -168,6 +175,9 @@ class TextPredictor(kserve.Model):
             "max_batch": self.config.max_batch,
             "max_length": self.config.max_length,
             "workers": self.workers,
+            "timeout_ms": self.config.timeout_ms or DEFAULT_TIMEOUT_MS,
+            "scheduler": self.scheduler.describe() if self.scheduler else None,
+            "cache": self.cache.stats() if self.cache else None,
             "ready": self.ready,
             "load_seconds": self.load_seconds,
             "inputs": self.get_input_types(),
@@ -184,17 +194,34 @@ class TextPredictor(kserve.Model):
     async def preprocess(self, payload: InferRequest | dict, headers: dict[str, str] | None = None) -> codec.TextRequest:
         request = codec.decode_request(payload, self.specs, self.config.max_batch)
         request.request_id = request_ids.adopt(request.request_id, len(request.texts))
+        REQUEST_TIMEOUT.set(request_timeout_seconds(payload, headers, self.config.timeout_ms or DEFAULT_TIMEOUT_MS))
         return request
 
     async def predict(self, payload: codec.TextRequest, headers: dict[str, str] | None = None) -> Predictions:
-        loop = asyncio.get_running_loop()
-        plan = self._chunk_plan(payload.texts)
-        metrics.observe_plan(self, len(payload.texts), len(plan))
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, metrics.queued(self, self._run_chunk, [payload.texts[i] for i in chunk])) for chunk in plan)
-        )
-        outputs, truncated = reassemble(len(payload.texts), plan, results)
+        """Cached texts from the cache, the rest through the model's scheduler (queue, fair turns,
+        token-budget batches on worker threads, deadline from preprocess), back in request order."""
+        texts, timeout = payload.texts, REQUEST_TIMEOUT.get()
+        metrics.observe_plan(self, len(texts), -(-len(texts) // self.scheduler.batch_size))
+        rows = await lookup_then_compute(self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout))
+        outputs, truncated = assemble(rows)
         return Predictions(payload, outputs, truncated)
+
+    def _start_scheduler(self) -> Scheduler:
+        """Workers run `_run_chunk` on batches the scheduler forms; backends that run each text alone
+        (dynamic int8) gain nothing from batching across requests and get one text per batch."""
+        queued = metrics.QUEUED.labels(*metrics.labels(self))
+        scheduler = Scheduler(
+            self.name,
+            self._run_chunk,
+            settings_for(self.config, self.workers, batches_across_requests=not getattr(self.backend, "per_text", False)),
+            SchedulerHooks(
+                enqueued=queued.inc,
+                started=lambda seconds, texts: metrics.observe_queue_wait(self, seconds, texts),
+                dropped=queued.dec,
+            ),
+        )
+        scheduler.start()
+        return scheduler
 
     async def postprocess(
         self, result: Predictions, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -47,10 +46,12 @@ def test_chunks_are_batch_size_and_sorted_by_length(tmp_path):
     assert truncated == [0, 2, 6]
 
 
-def test_predict_runs_chunks_on_worker_threads(tmp_path):
+def test_predict_runs_chunks_on_the_scheduler_worker_threads(tmp_path):
     predictor, seen = stand_in_predictor(tmp_path, batch_size=2)
-    predictor._executor = ThreadPoolExecutor(2, thread_name_prefix="infer-test")
+    predictor.scheduler = predictor._start_scheduler()
     result = asyncio.run(predictor.predict(TextRequest(texts=TEXTS, protocol="v2")))
+    predictor.scheduler.stop()
     assert list(result.outputs["label"]) == TEXTS
-    assert len(seen) == 4 and all(name.startswith("infer-test") for _, name in seen)
-    predictor._executor.shutdown()
+    assert result.truncated == [0, 2, 6]
+    assert all(len(chunk) <= 2 for chunk, _ in seen)
+    assert all(name.startswith(f"infer-{predictor.name}") for _, name in seen)

@@ -1,0 +1,229 @@
+"""The per-model scheduler with a stand-in batch runner (it echoes its texts, optionally after a
+pause), so these tests check queueing, fairness, admission, deadlines and cancellation only; the
+served models through the scheduler are tested in tests/integration/test_admission.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from kserve.errors import InvalidInput
+
+from predictors.serving.admission import request_timeout_seconds
+from predictors.serving.errors import DeadlineExceeded, QueueFull
+from predictors.serving.scheduler import Scheduler, SchedulerSettings, assemble, estimate_tokens
+
+
+class StandInRunner:
+    """Echoes each text (label = the text, score = its length); records every batch it ran."""
+
+    def __init__(self, seconds_per_text: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.seconds_per_text = seconds_per_text
+        self.gate = gate
+        self.batches: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, texts: list[str]):
+        if self.gate is not None:
+            self.gate.wait(5)
+        time.sleep(self.seconds_per_text * len(texts))
+        with self.lock:
+            self.batches.append(list(texts))
+        return (
+            {"label": np.array(texts, dtype=object), "score": np.array([len(t) for t in texts], np.float32)},
+            [t.startswith("long") for t in texts],
+        )
+
+
+def make_scheduler(runner, *, batch_size=4, max_batch_tokens=10_000, workers=1, across=True, max_queue_texts=None):
+    settings = SchedulerSettings(
+        batch_size=batch_size, max_batch_tokens=max_batch_tokens, max_length=512, workers=workers,
+        batches_across_requests=across, max_queue_texts=max_queue_texts,
+    )
+    scheduler = Scheduler("stand-in", runner, settings)
+    scheduler.start()
+    return scheduler
+
+
+def texts_of(prefix: str, count: int) -> list[str]:
+    return [f"{prefix} {i} " + "x" * (i % 13) for i in range(count)]
+
+
+def test_results_come_back_to_their_requests_in_order():
+    runner = StandInRunner()
+    scheduler = make_scheduler(runner, batch_size=4)
+
+    async def main():
+        requests = [texts_of(f"r{n}", n + 1) for n in range(6)]
+        answers = await asyncio.gather(*(scheduler.submit(texts) for texts in requests))
+        for texts, rows in zip(requests, answers):
+            outputs, truncated = assemble(rows)
+            assert list(outputs["label"]) == texts and outputs["label"].dtype == object
+            np.testing.assert_array_equal(outputs["score"], [len(t) for t in texts])
+            assert truncated == []
+
+    asyncio.run(main())
+    scheduler.stop()
+    assert any(len({t.split()[0] for t in batch}) > 1 for batch in runner.batches), "no batch mixed requests"
+
+
+def test_scheduled_results_equal_the_direct_run():
+    runner = StandInRunner()
+    scheduler = make_scheduler(runner, batch_size=3, workers=2)
+    texts = ["long " * 9, "b", "long " * 3, "dd", "e" * 7, "f", "long " * 5, "hh"]
+
+    async def main():
+        others = [scheduler.submit(texts_of("other", 5)) for _ in range(3)]
+        mine, *_ = await asyncio.gather(scheduler.submit(texts), *others)
+        return mine
+
+    scheduled = assemble(asyncio.run(main()))
+    direct = assemble(scheduler.run_direct(texts))
+    scheduler.stop()
+    assert list(scheduled[0]["label"]) == list(direct[0]["label"]) == texts
+    np.testing.assert_array_equal(scheduled[0]["score"], direct[0]["score"])
+    assert scheduled[1] == direct[1] == [0, 2, 6]
+
+
+def test_one_text_request_is_not_stuck_behind_a_large_one():
+    runner = StandInRunner(seconds_per_text=0.002)
+    scheduler = make_scheduler(runner, batch_size=8, workers=1)
+    finished: list[str] = []
+
+    async def timed(name, texts):
+        await scheduler.submit(texts)
+        finished.append(name)
+
+    async def main():
+        large = asyncio.create_task(timed("large", texts_of("large", 400)))  # ~0.8 s of work
+        await asyncio.sleep(0.05)
+        await timed("small", ["one text"])
+        await large
+
+    asyncio.run(main())
+    scheduler.stop()
+    assert finished == ["small", "large"]
+
+
+def test_token_budget_bounds_padded_batch_size_and_per_text_backends_get_one_text():
+    runner = StandInRunner()
+    scheduler = make_scheduler(runner, batch_size=8, max_batch_tokens=64)
+    texts = ["w" * n for n in (8, 40, 40, 80, 80, 120, 200, 400, 4, 4, 4, 4)]
+    asyncio.run(scheduler.submit(texts))
+    scheduler.stop()
+    for batch in runner.batches:
+        padded = max(estimate_tokens(t, 512) for t in batch) * len(batch)
+        assert len(batch) == 1 or padded <= 64
+        assert len(batch) <= 8
+
+    runner = StandInRunner()
+    scheduler = make_scheduler(runner, batch_size=8, across=False)
+    asyncio.run(scheduler.submit(texts_of("t", 10)))
+    scheduler.stop()
+    assert all(len(batch) == 1 for batch in runner.batches)
+
+
+def test_a_request_over_the_queue_bound_is_refused_at_once():
+    gate = threading.Event()
+    runner = StandInRunner(gate=gate)
+    scheduler = make_scheduler(runner, batch_size=1, max_queue_texts=10)
+    scheduler._observe(1, 0.5)  # 2 texts/s measured: retry-after follows the queue
+
+    async def main():
+        first = asyncio.create_task(scheduler.submit(texts_of("a", 9)))
+        await asyncio.sleep(0.05)  # one text started (blocked on the gate), 8 queued
+        started = time.monotonic()
+        with pytest.raises(QueueFull) as refused:
+            await scheduler.submit(texts_of("b", 3))
+        assert time.monotonic() - started < 0.05
+        assert "max_queue_texts" in refused.value.message and refused.value.retry_after_seconds >= 4
+        assert refused.value.headers()["Retry-After"] == str(round(refused.value.retry_after_seconds))
+        fits = asyncio.create_task(scheduler.submit(texts_of("c", 2)))
+        gate.set()
+        assert len(await first) == 9 and len(await fits) == 2
+
+    asyncio.run(main())
+    scheduler.stop()
+    assert scheduler.counters["refused"] == 1
+
+
+def test_work_not_started_by_the_deadline_is_dropped():
+    gate = threading.Event()
+    runner = StandInRunner(gate=gate)
+    scheduler = make_scheduler(runner, batch_size=1)
+
+    async def main():
+        busy = asyncio.create_task(scheduler.submit(["busy"]))
+        await asyncio.sleep(0.02)
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as late:
+            await scheduler.submit(texts_of("late", 5), timeout_seconds=0.1)
+        assert 0.09 < time.monotonic() - started < 0.5
+        assert "100 ms" in late.value.message
+        gate.set()
+        await busy
+
+    asyncio.run(main())
+    time.sleep(0.05)
+    scheduler.stop()
+    assert not any(t.startswith("late") for batch in runner.batches for t in batch)
+    assert scheduler.counters["deadline_exceeded"] == 1 and scheduler.counters["texts_dropped"] == 5
+
+
+def test_cancelling_the_caller_drops_its_queued_work():
+    gate = threading.Event()
+    runner = StandInRunner(gate=gate)
+    scheduler = make_scheduler(runner, batch_size=1)
+
+    async def main():
+        busy = asyncio.create_task(scheduler.submit(["busy"]))
+        gone = asyncio.create_task(scheduler.submit(texts_of("gone", 20)))
+        await asyncio.sleep(0.05)
+        gone.cancel()  # what the server does when the client disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert scheduler.describe()["queued_texts"] == 0
+        gate.set()
+        await busy
+
+    asyncio.run(main())
+    time.sleep(0.05)
+    scheduler.stop()
+    assert not any(t.startswith("gone") for batch in runner.batches for t in batch)
+    assert scheduler.counters["cancelled"] == 1
+
+
+def test_a_failing_batch_fails_its_requests_and_the_workers_go_on():
+    calls = []
+
+    def runner(texts):
+        calls.append(texts)
+        if any("bad" in t for t in texts):
+            raise RuntimeError("backend broke")
+        return StandInRunner()(texts)
+
+    scheduler = make_scheduler(runner, batch_size=1, across=False)
+
+    async def main():
+        with pytest.raises(RuntimeError, match="backend broke"):
+            await scheduler.submit(["bad text", "fine"])
+        assert len(await scheduler.submit(["fine again"])) == 1
+
+    asyncio.run(main())
+    scheduler.stop()
+
+
+def test_request_timeout_parameter_header_and_default():
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    request = InferRequest("m", [InferInput("text", [1], "BYTES", ["a"])], parameters={"timeout_ms": 250})
+    assert request_timeout_seconds(request, {"timeout-ms": "900"}, 30_000) == 0.25
+    assert request_timeout_seconds({"instances": ["a"]}, {"X-Timeout-Ms": "900"}, 30_000) == 0.9
+    assert request_timeout_seconds({"instances": ["a"]}, {}, 30_000) == 30.0
+    assert request_timeout_seconds({"instances": ["a"]}, None, None) is None
+    for bad in ("soon", -5, 0, True, float("inf")):
+        with pytest.raises(InvalidInput, match="timeout_ms must be a positive number"):
+            request_timeout_seconds({"instances": ["a"], "parameters": {"timeout_ms": bad}}, None, None)
