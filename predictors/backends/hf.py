@@ -1,4 +1,4 @@
-"""HuggingFace transformers on torch (CPU).
+"""HuggingFace transformers on torch: on a GPU when torch sees one (CUDA), else on the CPU.
 
 torch and transformers' model classes are imported when a model is loaded on this backend, not when
 the registry is imported: a server serving only ONNX models never pays for torch.
@@ -14,6 +14,7 @@ import numpy as np
 from ..model import ModelConfig
 from ..tasks import TaskHead
 from .base import Backend
+from .devices import torch_device
 
 
 class HFBackend(Backend):
@@ -30,7 +31,8 @@ class HFBackend(Backend):
         # running a chunk, which beats one chunk on many threads for these small encoders.
         torch.set_num_threads(threads)
         auto_class = getattr(transformers, head.hf_auto_class)
-        self.model = auto_class.from_pretrained(config.path).eval()
+        self.device_choice = torch_device(torch.cuda.is_available())
+        self.model = auto_class.from_pretrained(config.path).eval().to(self.device_choice.device)
         accepted = inspect.signature(self.model.forward).parameters
         self._inputs = tuple(
             n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted
@@ -42,7 +44,8 @@ class HFBackend(Backend):
 
     def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
-        feeds = {k: torch.from_numpy(arrays[k]) for k in self._inputs if k in arrays}
+        device = self.device_choice.device
+        feeds = {k: torch.from_numpy(arrays[k]).to(device) for k in self._inputs if k in arrays}
         with torch.inference_mode():
             output = self.model(**feeds)
-        return output[self.head.backend_output].numpy()
+        return output[self.head.backend_output].cpu().numpy()

@@ -1,4 +1,4 @@
-"""ONNX Runtime (CPU)."""
+"""ONNX Runtime: the CUDA execution provider when this build has one and a GPU is there, else the CPU."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import onnxruntime as ort
 from ..model import ModelConfig
 from ..tasks import TaskHead
 from .base import Backend
+from .devices import onnx_providers
 
 
 class OnnxBackend(Backend):
@@ -25,7 +26,8 @@ class OnnxBackend(Backend):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
+        providers, self.device_choice = onnx_providers(ort.get_available_providers())
+        self.session = ort.InferenceSession(str(weights), options, providers=providers)
         self._inputs = tuple(i.name for i in self.session.get_inputs())
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = head.backend_output if head.backend_output in outputs else outputs[0]

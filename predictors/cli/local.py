@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..backends import NoBackendError, choose_backend
+from ..backends.devices import device_for
 from ..tasks import discover_models
 
 
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             choice = choose_backend(config)
             backend = f"{choice.name} ({choice.weights.name})"
-            reasons.append(f"{config.name}: {choice.name} because {choice.reason}")
+            device = device_for(choice.name)
+            reasons.append(f"{config.name}: {choice.name} because {choice.reason}; on {device.device}: {device.reason}")
         except NoBackendError as exc:
             backend = "none: no weights"
             reasons.append(f"{config.name}: {exc}")

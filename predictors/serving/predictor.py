@@ -171,6 +171,8 @@ class TextPredictor(kserve.Model):
             "backend": self.choice.name if self.choice else None,
             "backend_reason": self.choice.reason if self.choice else None,
             "weights": self.choice.weights.name if self.choice else None,
+            "device": getattr(getattr(self.backend, "device_choice", None), "device", None),
+            "device_reason": getattr(getattr(self.backend, "device_choice", None), "reason", None),
             "batch_size": self.config.batch_size,
             "max_batch": self.config.max_batch,
             "max_length": self.config.max_length,
