@@ -117,7 +117,7 @@ class BodyLimit:
             size += len(chunk)
             if size > limit:
                 raise RequestRefused(
-                    413, f"request body of more than {limit} bytes is over the limit of {limit} bytes (max_body_bytes)"
+                    413, f"request body is over the limit of {limit} bytes (max_body_bytes)"
                 )
             chunks.append(chunk)
             if not message.get("more_body", False):
