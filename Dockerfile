@@ -10,6 +10,14 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG BAKE_MODELS=false
 
+# ---- the runtime dependency list, read from pyproject.toml --------------------------------------
+# Its own stage so that the dependency layer below is rebuilt only when this list (or a pin)
+# changes, not whenever pyproject.toml's extras or the package's source change.
+FROM ${PYTHON_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt
+
 # ---- build: a virtualenv with the CPU torch wheel and the package, nothing else ------------------
 FROM ${PYTHON_IMAGE} AS builder
 ARG TORCH_VERSION=2.13.0
@@ -21,11 +29,22 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # torch from the CPU-only index first (no CUDA libraries), pinned to the version constraints.txt pins.
 RUN pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
-COPY constraints.txt pyproject.toml README.md ./
+# The dependencies from PyPI, every version pinned by constraints.txt; the installed torch satisfies it.
+COPY constraints.txt ./
+COPY --from=requirements /src/requirements.txt ./
+RUN pip install --no-cache-dir --constraint constraints.txt --requirement requirements.txt
+# Then the package alone: a source change rebuilds only this layer.
+COPY pyproject.toml README.md ./
 COPY predictors ./predictors
-# Everything else from PyPI, every version pinned by constraints.txt; the installed torch satisfies it.
-RUN pip install --no-cache-dir --constraint constraints.txt . \
+RUN pip install --no-cache-dir --no-deps --constraint constraints.txt . \
+    && pip check \
     && python -c "import torch; assert not torch.cuda.is_available() and '+cpu' in torch.__version__, torch.__version__"
+# What a server never runs: torch's C++ headers, CMake files and test binaries (torch_shm_manager
+# stays), pandas' test suite, and pip itself: the final image installs nothing.
+RUN site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+    && rm -rf "$site/torch/include" "$site/torch/share" "$site/torch/test" "$site/pandas/tests" \
+    && find "$site/torch/bin" -type f ! -name torch_shm_manager -delete \
+    && python -m pip uninstall --yes --quiet pip
 
 # ---- demo models, only when BAKE_MODELS=true ----------------------------------------------------
 FROM ${PYTHON_IMAGE} AS models-false

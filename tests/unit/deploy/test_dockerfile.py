@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from predictors.cli import build_parser
-from predictors.deploy.render import COMMAND, GRPC_PORT, HTTP_PORT, MODEL_DIR, RUN_AS_USER
+from predictors.deploy.runtime import COMMAND, GRPC_PORT, HTTP_PORT, MODEL_DIR, RUN_AS_USER
 
 from .dockerfile_parser import expand, ignore_patterns, is_ignored, parse
 
@@ -146,6 +146,8 @@ def test_torch_comes_from_the_cpu_index_at_the_pinned_version(dockerfile):
     assert torch_steps and "--index-url" in torch_steps[0].value
     package_steps = [r for r in builder.all("RUN") if re.search(r"pip install .*--constraint constraints\.txt \.", r.value)]
     assert package_steps, "the package must be installed with constraints.txt"
+    dependency_steps = [r for r in builder.all("RUN") if "--constraint constraints.txt --requirement requirements.txt" in r.value]
+    assert dependency_steps, "the dependencies must be installed with constraints.txt"
 
 
 # ---- the install steps, in a fresh venv ---------------------------------------------------------
@@ -170,8 +172,24 @@ def _pip_steps(dockerfile) -> list[str]:
     return steps
 
 
+def _copy_from_context(stage, target: Path) -> None:
+    """A stage's COPY lines from the build context (not --from) into `target` (its WORKDIR)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for copy in stage.all("COPY"):
+        if "--from=" in copy.value:
+            continue
+        words = [w for w in copy.value.split() if not w.startswith("--")]
+        for source in words[:-1]:
+            destination = target / Path(source).name
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, destination, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(ROOT / source, destination)
+
+
 def test_image_install_steps_in_a_fresh_venv(dockerfile, tmp_path):
-    """The builder stage's pip steps, as written, against a local mirror of the CPU torch index."""
+    """The requirements stage and the builder stage's pip steps, as written, against a local mirror
+    of the CPU torch index: torch, then the pinned dependencies, then the package alone."""
     builder = dockerfile.stage("builder")
     wheel = _local_torch_wheel(builder.args["TORCH_VERSION"])
     if wheel is None:
@@ -180,46 +198,52 @@ def test_image_install_steps_in_a_fresh_venv(dockerfile, tmp_path):
     index = tmp_path / "cpu-index"
     (index / "torch").mkdir(parents=True)
     (index / "torch" / "index.html").write_text(f'<a href="{wheel.resolve().as_uri()}">{wheel.name}</a>\n')
-    # The build context as the Dockerfile's COPY lines leave it in /src.
-    context = tmp_path / "src"
-    context.mkdir()
-    for copy in builder.all("COPY"):
-        words = [w for w in copy.value.split() if not w.startswith("--")]
-        for source in words[:-1]:
-            target = context / Path(source).name
-            if (ROOT / source).is_dir():
-                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(ROOT / source, target)
     venv_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(venv_dir)
     pip = [str(venv_dir / "bin" / "python"), "-m", "pip"]
     env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
     env["PIP_CONFIG_FILE"] = os.devnull  # only what the Dockerfile says, not this machine's pip.conf
+    env["PATH"] = f"{venv_dir / 'bin'}:{env['PATH']}"
+    # /src as the requirements stage leaves it (its COPY lines, then its RUN), then as the
+    # builder's COPY lines leave it: the build context's files and the requirements stage's output.
+    requirements_src = tmp_path / "requirements-src"
+    _copy_from_context(dockerfile.stage("requirements"), requirements_src)
+    for run in dockerfile.stage("requirements").all("RUN"):
+        result = subprocess.run(["bash", "-c", run.value], cwd=requirements_src, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"line {run.line}: {result.stderr[-2000:]}"
+    context = tmp_path / "src"
+    _copy_from_context(builder, context)
+    for copy in builder.all("COPY"):
+        if "--from=requirements" in copy.value:
+            for source in copy.value.split()[1:-1]:
+                shutil.copy2(requirements_src / Path(source).relative_to("/src"), context)
     full = os.environ.get("IMAGE_INSTALL_FULL") == "1"
     steps = _pip_steps(dockerfile)
-    assert len(steps) == 2, steps
+    assert len(steps) == 3, steps
     torch_step = shlex.split(steps[0].replace(builder.args["TORCH_INDEX_URL"], index.as_uri()))
     result = subprocess.run(pip + torch_step[1:], cwd=context, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    package_step = shlex.split(steps[1])[1:]
-    report = tmp_path / "report.json"
-    if not full:
-        package_step += ["--dry-run", "--report", str(report), "--quiet"]
-    result = subprocess.run(pip + package_step, cwd=context, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    installs: dict[str, str] = {}
+    for number, step in enumerate(steps[1:]):
+        arguments = shlex.split(step)[1:]
+        report = tmp_path / f"report-{number}.json"
+        if not full:
+            arguments += ["--dry-run", "--report", str(report), "--quiet"]
+        result = subprocess.run(pip + arguments, cwd=context, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        if not full:
+            installs.update({i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
+                             for i in json.loads(report.read_text())["install"]})
     if full:
         check = subprocess.run(
             [str(venv_dir / "bin" / "python"), "-c",
-             "import torch, kserve, predictors.server; assert '+cpu' in torch.__version__, torch.__version__"],
+             "import torch, kserve, predictors.serving.server; assert '+cpu' in torch.__version__, torch.__version__"],
             capture_output=True, text=True, timeout=300,
         )
         assert check.returncode == 0, check.stderr[-3000:]
         return
-    installs = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
-                for i in json.loads(report.read_text())["install"]}
-    assert "predictors" in installs
-    assert "torch" not in installs, f"step 2 would replace the CPU torch with {installs.get('torch')}"
+    assert "predictors" in installs and "kserve" in installs, sorted(installs)
+    assert "torch" not in installs, f"the dependency step would replace the CPU torch with {installs.get('torch')}"
     cuda = sorted(n for n in installs if n.startswith(("nvidia-", "triton", "cuda")))
     assert not cuda, f"CUDA packages would be installed: {cuda}"
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M))
