@@ -9,7 +9,7 @@ HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 INSTALLED := $(VENV)/.installed
 
-.PHONY: serve test install system-deps models list clean-models manifests image-install-check
+.PHONY: serve test install system-deps models list clean-models manifests image image-install-check
 
 serve: models
 	$(PY) -m predictors serve --models-dir $(MODELS_DIR) --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT)
@@ -45,6 +45,11 @@ clean-models:
 # Re-render manifests/ from models/*/predictor.yaml (sizes measured by tools/measure_deploy.py).
 manifests: install
 	$(PY) -m predictors manifests render
+
+# Both images with podman (or docker): predictors:<version> (models from storageUri) and
+# predictors:demo (models/ baked in). Cached: an unchanged tree rebuilds nothing. See docs/image.md.
+image: models system-deps
+	bash tools/image/build.sh all
 
 # The Dockerfile's pip steps for real in a fresh venv (no Docker needed); make test does a dry run.
 image-install-check: install
