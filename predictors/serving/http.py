@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Union
 
 import h11
@@ -20,8 +21,17 @@ from .repository import PredictorRepository, versioned_key
 
 logger = logging.getLogger("kserve.predictors")
 
-HEADER_TIMEOUT_SECONDS = 10.0  # from connection (or the last response) to a request's complete headers
-BODY_TIMEOUT_SECONDS = 30.0  # between two chunks of a request body
+def _seconds(variable: str, default: float) -> float:
+    try:
+        return max(0.1, float(os.environ.get(variable, default)))
+    except ValueError:
+        raise SystemExit(f"error: {variable} must be a number of seconds") from None
+
+
+# From connection (or the last response) to a request's complete headers, and between two chunks
+# of a request body; a slow or lying client is cut off after these.
+HEADER_TIMEOUT_SECONDS = _seconds("PREDICTORS_HEADER_TIMEOUT", 10.0)
+BODY_TIMEOUT_SECONDS = _seconds("PREDICTORS_BODY_TIMEOUT", 30.0)
 
 
 class BodyTimeout(ServingError):

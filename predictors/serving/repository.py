@@ -200,8 +200,9 @@ class PredictorRepository(ModelRepository):
         found = []
         if not self.root.is_dir():
             return found
+        root = self.root.resolve()
         for child in sorted(self.root.iterdir()):
-            if child.name in self.entries or child.name.startswith("."):
+            if child.name in self.entries or child.name.startswith(".") or child.resolve().parent != root:
                 continue
             if is_model_folder(child) or read_build_status(child) is not None or version_folders(child):
                 self.entries[child.name] = ModelEntry(child.name, child.resolve())
@@ -218,9 +219,7 @@ class PredictorRepository(ModelRepository):
         try:
             folder = check_model_name(self.root, name)
         except ModelNameError as exc:
-            if name not in self.entries:
-                raise BadModelName(str(exc)) from None
-            folder = self.entries[name].folder
+            raise BadModelName(str(exc)) from None
         entry = self.entries.get(name)
         if entry is None:
             if not (folder.is_dir() and (is_model_folder(folder) or version_folders(folder))):
@@ -271,8 +270,14 @@ class PredictorRepository(ModelRepository):
             if old is not None and old.predictor is not None:
                 replaced.append(old.predictor)
             entry.slots[str(number)] = VersionSlot(str(number), READY, "", predictor, fingerprint)
+        wanted_ready = [v for v in wanted if (slot := entry.slots.get(str(v))) is not None and slot.state == READY]
         for version in [v for v in entry.slots if int(v) not in wanted]:
-            slot = entry.slots.pop(version)
+            slot = entry.slots[version]
+            if slot.predictor is not None and not wanted_ready:
+                # the policy's versions all failed: keep serving what serves now rather than nothing
+                slot.reason = f"still serving: {'; '.join(failures)}"
+                continue
+            entry.slots.pop(version)
             if slot.predictor is not None:
                 replaced.append(slot.predictor)
         ready = entry.ready_versions()
