@@ -62,3 +62,18 @@ def isvc(rendered_docs) -> dict:
 @pytest.fixture()
 def runtime(rendered_docs) -> dict:
     return yaml.safe_load(yaml.safe_dump(rendered_docs["servingruntime.yaml"][0]))
+
+
+def model_of(isvc: dict) -> dict:
+    return isvc["spec"]["predictor"]["model"]
+
+
+def set_field(path: str, value):
+    """A mutation of an (InferenceService, ServingRuntime) pair: set a dotted path of the InferenceService."""
+    def mutate(isvc, runtime):
+        target = isvc
+        keys = path.split(".")
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    return mutate

@@ -8,27 +8,15 @@ import pytest
 from predictors.deploy.validation import Document
 from predictors.deploy.validation.kserve_rules import rule_errors
 
-
-def _model(isvc):
-    return isvc["spec"]["predictor"]["model"]
+from .conftest import model_of, set_field
 
 
 def _runtime_container(runtime):
     return runtime["spec"]["containers"][0]
 
 
-def _set(path: str, value):
-    def mutate(isvc, runtime):
-        target = isvc
-        keys = path.split(".")
-        for key in keys[:-1]:
-            target = target[key]
-        target[keys[-1]] = value
-    return mutate
-
-
 def _drop_limits(isvc, runtime):
-    del _model(isvc)["resources"]["limits"]
+    del model_of(isvc)["resources"]["limits"]
 
 
 def _duplicate_port(isvc, runtime):
@@ -36,11 +24,11 @@ def _duplicate_port(isvc, runtime):
 
 
 def _two_handlers(isvc, runtime):
-    _model(isvc)["livenessProbe"]["tcpSocket"] = {"port": 8080}
+    model_of(isvc)["livenessProbe"]["tcpSocket"] = {"port": 8080}
 
 
 def _no_probe_port(isvc, runtime):
-    del _model(isvc)["startupProbe"]["httpGet"]["port"]
+    del model_of(isvc)["startupProbe"]["httpGet"]["port"]
 
 
 def _two_implementations(isvc, runtime):
@@ -48,11 +36,11 @@ def _two_implementations(isvc, runtime):
 
 
 def _duplicate_env(isvc, runtime):
-    _model(isvc)["env"].append({"name": "OMP_NUM_THREADS", "value": "4"})
+    model_of(isvc)["env"].append({"name": "OMP_NUM_THREADS", "value": "4"})
 
 
 def _drain_too_long(isvc, runtime):
-    env = next(e for e in _model(isvc)["env"] if e["name"] == "PREDICTORS_DRAIN_SECONDS")
+    env = next(e for e in model_of(isvc)["env"] if e["name"] == "PREDICTORS_DRAIN_SECONDS")
     env["value"] = str(isvc["spec"]["predictor"]["terminationGracePeriodSeconds"])
 
 
@@ -65,39 +53,39 @@ def _unsupported_format(isvc, runtime):
 
 
 RULE_CASES = [
-    ("isvc-name-syntax", _set("metadata.name", "9-news"), "metadata.name"),
+    ("isvc-name-syntax", set_field("metadata.name", "9-news"), "metadata.name"),
     ("two-implementations", _two_implementations, "spec.predictor: exactly one predictor implementation"),
     ("no-limits", _drop_limits, "spec.predictor.model.resources.limits: missing"),
-    ("cpu-as-integer", _set("spec.predictor.model.resources.limits", {"cpu": 2, "memory": "1Gi"}),
+    ("cpu-as-integer", set_field("spec.predictor.model.resources.limits", {"cpu": 2, "memory": "1Gi"}),
      "spec.predictor.model.resources.limits.cpu: write quantities as strings"),
-    ("request-over-limit", _set("spec.predictor.model.resources.requests", {"cpu": "2", "memory": "64Gi"}),
+    ("request-over-limit", set_field("spec.predictor.model.resources.requests", {"cpu": "2", "memory": "64Gi"}),
      "spec.predictor.model.resources.requests.memory: request 64Gi is greater than the limit"),
-    ("unknown-resource", _set("spec.predictor.model.resources.limits", {"cpu": "2", "memory": "1Gi", "memroy": "1Gi"}),
+    ("unknown-resource", set_field("spec.predictor.model.resources.limits", {"cpu": "2", "memory": "1Gi", "memroy": "1Gi"}),
      "spec.predictor.model.resources.limits.memroy: unknown resource"),
     ("duplicate-port", _duplicate_port, "spec.containers[0].ports[2].containerPort: duplicate port 8080"),
     ("probe-two-handlers", _two_handlers, "spec.predictor.model.livenessProbe: must have exactly one handler"),
     ("probe-without-port", _no_probe_port, "spec.predictor.model.startupProbe.httpGet.port: missing"),
-    ("probe-named-port", _set("spec.predictor.model.readinessProbe.httpGet.port", "http"),
+    ("probe-named-port", set_field("spec.predictor.model.readinessProbe.httpGet.port", "http"),
      "spec.predictor.model.readinessProbe.httpGet.port: must be an explicit port number"),
-    ("probe-undeclared-port", _set("spec.predictor.model.readinessProbe.httpGet.port", 9999),
+    ("probe-undeclared-port", set_field("spec.predictor.model.readinessProbe.httpGet.port", 9999),
      "spec.predictor.model.readinessProbe.httpGet.port: 9999 is not one of the container's ports"),
-    ("liveness-success-threshold", _set("spec.predictor.model.livenessProbe.successThreshold", 2),
+    ("liveness-success-threshold", set_field("spec.predictor.model.livenessProbe.successThreshold", 2),
      "spec.predictor.model.livenessProbe.successThreshold"),
     ("duplicate-env", _duplicate_env, "spec.predictor.model.env[5].name: duplicate variable 'OMP_NUM_THREADS'"),
-    ("max-below-min", _set("spec.predictor.maxReplicas", 0), "spec.predictor.maxReplicas: 0 is less than minReplicas"),
-    ("hpa-target-over-100", _set("spec.predictor.scaleTarget", 150), "spec.predictor.scaleTarget"),
-    ("hpa-metric", _set("spec.predictor.scaleMetric", "concurrency"), "spec.predictor.scaleMetric: 'concurrency' is not an HPA metric"),
-    ("missing-runtime", _set("spec.predictor.model.runtime", "no-such-runtime"), "spec.predictor.model.runtime"),
+    ("max-below-min", set_field("spec.predictor.maxReplicas", 0), "spec.predictor.maxReplicas: 0 is less than minReplicas"),
+    ("hpa-target-over-100", set_field("spec.predictor.scaleTarget", 150), "spec.predictor.scaleTarget"),
+    ("hpa-metric", set_field("spec.predictor.scaleMetric", "concurrency"), "spec.predictor.scaleMetric: 'concurrency' is not an HPA metric"),
+    ("missing-runtime", set_field("spec.predictor.model.runtime", "no-such-runtime"), "spec.predictor.model.runtime"),
     ("unsupported-format", _unsupported_format, "spec.predictor.model.modelFormat.name"),
-    ("bad-storage-scheme", _set("spec.predictor.model.storageUri", "ftp://host/models"), "spec.predictor.model.storageUri"),
-    ("status-in-manifest", _set("status", {"url": "http://x"}), "status: written by the controller"),
-    ("grace-shorter-than-prestop", _set("spec.predictor.terminationGracePeriodSeconds", 3),
+    ("bad-storage-scheme", set_field("spec.predictor.model.storageUri", "ftp://host/models"), "spec.predictor.model.storageUri"),
+    ("status-in-manifest", set_field("status", {"url": "http://x"}), "status: written by the controller"),
+    ("grace-shorter-than-prestop", set_field("spec.predictor.terminationGracePeriodSeconds", 3),
      "spec.predictor.terminationGracePeriodSeconds: 3s leaves no time"),
     ("drain-outlasts-grace", _drain_too_long, "PREDICTORS_DRAIN_SECONDS=60 outlasts"),
-    ("canary-outside-knative", _set("spec.predictor.canaryTrafficPercent", 10),
+    ("canary-outside-knative", set_field("spec.predictor.canaryTrafficPercent", 10),
      "spec.predictor.canaryTrafficPercent: traffic splitting works only in Knative mode"),
     ("knative-two-ports", _knative_with_two_ports, "Knative routes a single container port"),
-    ("deployment-mode", _set("metadata.annotations", {"serving.kserve.io/deploymentMode": "Raw"}),
+    ("deployment-mode", set_field("metadata.annotations", {"serving.kserve.io/deploymentMode": "Raw"}),
      "metadata.annotations[serving.kserve.io/deploymentMode]"),
 ]
 

@@ -12,7 +12,7 @@ from predictors.deploy.validation import (
 )
 from predictors.deploy.validation.schemas import CrdSchemasNotFound, missing_crds_reason, strict_schema
 
-from .conftest import MANIFESTS
+from .conftest import MANIFESTS, model_of, set_field
 
 
 # ---- the conversion, on small schemas (no CRD files needed) ---------------------------------------
@@ -67,22 +67,8 @@ def test_the_rendered_manifests_and_the_canary_example_validate_strictly(rendere
     assert validate_documents(canary, registry) == []
 
 
-def _model(isvc):
-    return isvc["spec"]["predictor"]["model"]
-
-
-def _set(path: str, value):
-    def mutate(isvc, runtime):
-        target = isvc
-        keys = path.split(".")
-        for key in keys[:-1]:
-            target = target[key]
-        target[keys[-1]] = value
-    return mutate
-
-
 def _rename_readiness(isvc, runtime):
-    _model(isvc)["readinesProbe"] = _model(isvc).pop("readinessProbe")
+    model_of(isvc)["readinesProbe"] = model_of(isvc).pop("readinessProbe")
 
 
 def _unknown_runtime_field(isvc, runtime):
@@ -90,7 +76,7 @@ def _unknown_runtime_field(isvc, runtime):
 
 
 def _drop_model_format_name(isvc, runtime):
-    del _model(isvc)["modelFormat"]["name"]
+    del model_of(isvc)["modelFormat"]["name"]
 
 
 def _wrong_kind(isvc, runtime):
@@ -99,30 +85,30 @@ def _wrong_kind(isvc, runtime):
 
 SCHEMA_CASES = [
     # (id, mutation, text an error must contain: the field path)
-    ("typo-in-a-resource-name", _set("spec.predictor.model.resources.limits.memroy", "1Gi"),
+    ("typo-in-a-resource-name", set_field("spec.predictor.model.resources.limits.memroy", "1Gi"),
      "spec.predictor.model.resources.limits.memroy: unknown resource"),
     ("typo-readinesProbe", _rename_readiness, "spec.predictor.model.readinesProbe: unknown field"),
     ("unknown-nested-runtime-field", _unknown_runtime_field, "spec.containers[0].securityContext.runAsRoot: unknown field"),
-    ("quantity-with-space", _set("spec.predictor.model.resources.limits.memory", "1 Gi"), "spec.predictor.model.resources.limits.memory"),
-    ("string-periodSeconds", _set("spec.predictor.model.livenessProbe.periodSeconds", "10"),
+    ("quantity-with-space", set_field("spec.predictor.model.resources.limits.memory", "1 Gi"), "spec.predictor.model.resources.limits.memory"),
+    ("string-periodSeconds", set_field("spec.predictor.model.livenessProbe.periodSeconds", "10"),
      "spec.predictor.model.livenessProbe.periodSeconds: must be integer"),
-    ("cpu-as-float", _set("spec.predictor.model.resources.requests.cpu", 1.5),
+    ("cpu-as-float", set_field("spec.predictor.model.resources.requests.cpu", 1.5),
      "spec.predictor.model.resources.requests.cpu: must be an integer or a string"),
-    ("wrong-apiVersion", _set("apiVersion", "serving.kserve.io/v1alpha1"), "apiVersion: no schema"),
+    ("wrong-apiVersion", set_field("apiVersion", "serving.kserve.io/v1alpha1"), "apiVersion: no schema"),
     ("kind-without-schema", _wrong_kind, "no schema for apiVersion 'apps/v1' kind 'Deployment'"),
-    ("int32-overflow", _set("spec.predictor.model.startupProbe.failureThreshold", 2**31),
+    ("int32-overflow", set_field("spec.predictor.model.startupProbe.failureThreshold", 2**31),
      "spec.predictor.model.startupProbe.failureThreshold: 2147483648 is out of range for int32"),
-    ("not-nullable", _set("spec.predictor.model.env", None), "spec.predictor.model.env: must be array, got null"),
-    ("enum-violation", _set("spec.predictor.scaleMetric", "gpu"), "spec.predictor.scaleMetric: 'gpu' is not one of"),
+    ("not-nullable", set_field("spec.predictor.model.env", None), "spec.predictor.model.env: must be array, got null"),
+    ("enum-violation", set_field("spec.predictor.scaleMetric", "gpu"), "spec.predictor.scaleMetric: 'gpu' is not one of"),
     ("required-field", _drop_model_format_name, "spec.predictor.model.modelFormat.name: missing required field"),
-    ("label-not-a-string", _set("metadata.labels", {"app.kubernetes.io/name": True}),
+    ("label-not-a-string", set_field("metadata.labels", {"app.kubernetes.io/name": True}),
      "metadata.labels[app.kubernetes.io/name]: must be string"),
-    ("annotation-not-a-string", _set("metadata.annotations", {"serving.kserve.io/enable-prometheus-scraping": True}),
+    ("annotation-not-a-string", set_field("metadata.annotations", {"serving.kserve.io/enable-prometheus-scraping": True}),
      "metadata.annotations[serving.kserve.io/enable-prometheus-scraping]: must be string"),
-    ("bad-label-key", _set("metadata.labels", {"bad key": "x"}), "metadata.labels: key 'bad key'"),
-    ("server-set-metadata", _set("metadata.uid", "abc"), "metadata.uid: unknown field (written by the API server"),
-    ("name-syntax", _set("metadata.name", "News_Topic"), "metadata.name: 'News_Topic' does not match"),
-    ("duplicate-list-map-key", _set("spec.predictor.model.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+    ("bad-label-key", set_field("metadata.labels", {"bad key": "x"}), "metadata.labels: key 'bad key'"),
+    ("server-set-metadata", set_field("metadata.uid", "abc"), "metadata.uid: unknown field (written by the API server"),
+    ("name-syntax", set_field("metadata.name", "News_Topic"), "metadata.name: 'News_Topic' does not match"),
+    ("duplicate-list-map-key", set_field("spec.predictor.model.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
      "spec.predictor.model.env[1]: duplicate entry (name='A')"),
 ]
 
