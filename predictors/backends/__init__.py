@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..model import REPORT_FILE, ModelConfig, gate_status
@@ -26,6 +26,7 @@ class BackendChoice:
     name: str
     weights: Path
     reason: str
+    refused: tuple[str, ...] = ()  # ONNX files present but not served, with why (logged as warnings)
 
 
 def choose_backend(config: ModelConfig) -> BackendChoice:
@@ -72,11 +73,11 @@ def choose_backend(config: ModelConfig) -> BackendChoice:
         else:
             refused.append(f"{path.name} failed its {status.precision} accuracy gate ({status.summary})")
     if gated or ungated:
-        return (gated or ungated)[0]
+        return replace((gated or ungated)[0], refused=tuple(refused))
     skipped = f"; not served: {'; '.join(refused)} (see {REPORT_FILE})" if refused else ""
     if hf is not None:
         reason = "no ONNX file that passed its gate for these weights" if refused else "no ONNX file"
-        return BackendChoice("hf", hf, f"{reason}; HuggingFace weights present{skipped}")
+        return BackendChoice("hf", hf, f"{reason}; HuggingFace weights present{skipped}", tuple(refused))
     raise NoBackendError(
         f"model '{config.name}': no weights in {config.path} (expected model.onnx, model.int8.onnx or model.safetensors)"
         f"{skipped}"
