@@ -83,9 +83,16 @@ class TextPredictor(kserve.Model):
             except Exception as exc:
                 raise ModelLoadError(f"cannot load {self.choice.weights}: {exc}") from exc
             try:
-                from transformers import AutoTokenizer  # heavy: loaded with the first model
+                # A tokenizer.json is read by PreTrainedTokenizerFast alone (the same encodings);
+                # AutoTokenizer also imports transformers' config code, which imports torch.
+                if (self.config.path / "tokenizer.json").is_file():
+                    from transformers import PreTrainedTokenizerFast
 
-                self.tokenizer = AutoTokenizer.from_pretrained(self.config.path)
+                    self.tokenizer = PreTrainedTokenizerFast.from_pretrained(self.config.path)
+                else:
+                    from transformers import AutoTokenizer
+
+                    self.tokenizer = AutoTokenizer.from_pretrained(self.config.path)
             except Exception as exc:
                 raise ModelLoadError(
                     f"cannot load a tokenizer from {self.config.path} (tokenizer.json, vocab.txt...): {exc}"
