@@ -103,6 +103,28 @@ def track(model: Any) -> None:
     entry = _Tracked(model)
     with _tracked_lock:
         _tracked[labels(model)] = entry
+    _initialize_series(model)
+
+
+def _initialize_series(model: Any) -> None:
+    """Every series of the model at 0 from the start, so ratios and alerts have data before the
+    first error (Prometheus's advice for labelled metrics)."""
+    key = labels(model)
+    for protocol in PROTOCOLS:
+        REQUEST_SECONDS.labels(*key, protocol)
+        for outcome in OUTCOMES:
+            REQUESTS.labels(*key, protocol, outcome)
+            TEXTS.labels(*key, protocol, outcome)
+    for stage in STAGES:
+        STAGE_SECONDS.labels(*key, stage)
+    for metric in (TEXTS_PER_REQUEST, CHUNKS_PER_REQUEST, TOKENS_PER_TEXT, TRUNCATED, PADDING, IN_FLIGHT, QUEUED):
+        metric.labels(*key)
+    if model.config.task == "classification":
+        TOP_SCORE.labels(*key)
+        for label in model.config.labels:
+            PREDICTED_LABELS.labels(*key, label)
+    if model.config.task == "token_classification":
+        ENTITIES.labels(*key)
 
 
 def tracked(name: str, version: str | None = None) -> tuple[str, str] | None:
