@@ -1,0 +1,172 @@
+"""What an operator or a misbehaving client does to the server (issue: nothing makes it fail): a
+broken model next to healthy ones, gRPC status codes, JSON errors from every layer, slow and lying
+clients, clients that hang up, and SIGTERM with work queued."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MODELS_DIR, RunningServer, http_status, start_server
+from tests.integration.test_lifecycle import TEXT, get, infer_body, post
+
+
+@pytest.fixture(scope="module")
+def mixed_server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+    """pii-ner beside a copy whose weights are truncated: the broken one must not hold the healthy one hostage."""
+    if not (MODELS_DIR / "pii-ner" / "config.json").is_file():
+        pytest.skip("demo model pii-ner is not built; run `make models`")
+    models = tmp_path_factory.mktemp("models")
+    shutil.copytree(MODELS_DIR / "pii-ner", models / "ner")
+    shutil.copytree(MODELS_DIR / "pii-ner", models / "broken")
+    weights = models / "broken" / "onnx" / "model_q4.onnx"
+    weights.write_bytes(weights.read_bytes()[:2048])
+    running = start_server(
+        ["--models-dir", str(models)], tmp_path_factory.mktemp("log") / "server.log",
+        env={"PREDICTORS_HEADER_TIMEOUT": "2", "PREDICTORS_BODY_TIMEOUT": "2"},
+    )
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_broken_model_does_not_make_the_server_unready(mixed_server: RunningServer) -> None:
+    assert http_status(f"{mixed_server.url}/v2/health/ready") == 200
+    rows = {r["name"]: r for r in post(f"{mixed_server.url}/v2/repository/index")[1]}
+    assert rows["ner"]["state"] == "READY"
+    assert rows["broken"]["state"] == "UNAVAILABLE" and "model_q4.onnx" in rows["broken"]["reason"]
+    status, body = post(f"{mixed_server.url}/v2/models/broken/infer", infer_body([TEXT]))
+    assert status == 503 and "failed to load" in body["error"] and "model_q4.onnx" in body["error"]
+    status, body = get(f"{mixed_server.url}/v2/models/broken/config")
+    assert status == 200 and body["state"] == "UNAVAILABLE" and "model_q4.onnx" in body["reason"]
+    assert post(f"{mixed_server.url}/v2/models/ner/infer", infer_body([TEXT]))[0] == 200
+
+
+def test_container_mode_stays_strict(tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    shutil.copytree(MODELS_DIR / "pii-ner", folder)
+    (folder / "onnx" / "model_q4.onnx").write_bytes(b"not a model")
+    server = start_server(["--model_dir", str(folder), "--model_name", "broken"], tmp_path / "server.log")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "failed to load" not in json.dumps(post(f"{server.url}/v2/repository/index")[1] if http_status(f"{server.url}/v2/health/live") == 200 else ""):
+            time.sleep(0.5)
+        status, body = get(f"{server.url}/v2/health/ready")
+        assert status == 503 and "broken" in body["error"]
+    finally:
+        server.stop()
+
+
+GRPC_SCRIPT = """
+import grpc, sys
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as rpc
+stub = rpc.GRPCInferenceServiceStub(grpc.insecure_channel(sys.argv[1]))
+text = pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1],
+    contents=pb.InferTensorContents(bytes_contents=[b"hello"]))
+def code(call):
+    try:
+        call()
+        return "OK"
+    except grpc.RpcError as error:
+        return error.code().name + ":" + error.details()
+print(code(lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="broken", inputs=[text]))))
+print(code(lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="nothing", inputs=[text]))))
+print(code(lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="ner"))))
+print(code(lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=".."))))
+print(code(lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="ner", inputs=[
+    pb.ModelInferRequest.InferInputTensor(name="text", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1]))]))))
+"""
+
+
+def test_grpc_status_codes(mixed_server: RunningServer) -> None:
+    out = subprocess.run([sys.executable, "-c", GRPC_SCRIPT, mixed_server.grpc_url], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 5, out.stderr[-2000:]
+    assert lines[0].startswith("UNAVAILABLE:") and "failed to load" in lines[0]  # kserve 0.21: UNKNOWN
+    assert lines[1].startswith("NOT_FOUND:")
+    assert lines[2] == "OK"  # kserve 0.21: INTERNAL for an already loaded model
+    assert lines[3].startswith("INVALID_ARGUMENT:")
+    assert lines[4].startswith("INVALID_ARGUMENT:")
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/v2/no/such/route", 404),
+    ("DELETE", "/v2/health/ready", 405),
+    ("POST", "/v2/models/ner/infer", 400),  # empty body
+    ("GET", "/v2/models/nothing/ready", 404),
+])
+def test_every_error_is_json(mixed_server: RunningServer, method: str, path: str, status: int) -> None:
+    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=10) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split()[1] == str(status).encode(), head
+    assert b"application/json" in head.lower()
+    assert isinstance(json.loads(body)["error"], str)
+
+
+def test_slow_headers_and_short_bodies_are_cut_off(mixed_server: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/ner/infer HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        started = time.monotonic()
+        reply = sock.recv(65536)  # the server closes the connection (with a 408 once a request has begun)
+        assert time.monotonic() - started < 8 and (reply == b"" or b" 408 " in reply.split(b"\r\n")[0])
+    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/ner/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"inputs\": [")  # shorter than its Content-Length
+        started = time.monotonic()
+        reply = sock.recv(65536)
+        assert time.monotonic() - started < 8
+    assert b" 408 " in reply.split(b"\r\n")[0] and b'"error"' in reply
+    assert post(f"{mixed_server.url}/v2/models/ner/infer", infer_body([TEXT]))[0] == 200
+
+
+def test_a_client_that_hangs_up_has_its_work_cancelled(mixed_server: RunningServer) -> None:
+    body = json.dumps(infer_body([TEXT * 10] * 64)).encode()
+    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/ner/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.3)
+    started = time.monotonic()
+    assert post(f"{mixed_server.url}/v2/models/ner/infer", infer_body([TEXT]))[0] == 200
+    print(f"one-text request after a hang-up: {time.monotonic() - started:.3f}s")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "hung up" not in mixed_server.log.read_text():
+        time.sleep(0.2)
+    assert "hung up" in mixed_server.log.read_text()
+
+
+def test_sigterm_answers_the_accepted_requests(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR / "pii-ner", models / "ner")
+    server = start_server(["--models-dir", str(models)], tmp_path / "server.log", env={"PREDICTORS_DRAIN_SECONDS": "40"})
+    server.wait_ready()
+    results: list[int] = []
+
+    def request() -> None:
+        results.append(post(f"{server.url}/v2/models/ner/infer", infer_body([TEXT * 6] * 8), timeout=60)[0])
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join()
+    server.process.wait(timeout=60)
+    assert results == [200] * 4, results
+    assert time.monotonic() - started < 45
