@@ -38,7 +38,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 sys.argv, ARGV = sys.argv[:1], sys.argv[1:]  # kserve parses sys.argv when imported
 
-from predictors.cli.benchmark import TextSource, run_setting  # noqa: E402
+from predictors.cli.benchmark import TextSource, read_texts, run_setting  # noqa: E402
 from tests.helpers import linked_model_folder as linked_folder  # noqa: E402
 
 MAX_TOKENS = 128
@@ -56,13 +56,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def short_heldout_texts(folder: Path) -> list[str]:
-    from transformers import AutoTokenizer
+def short_texts(folder: Path, texts_file: Path | None) -> list[str]:
+    """The model's held-out texts (or --texts) of at most MAX_TOKENS tokens."""
+    from transformers import PreTrainedTokenizerFast
 
-    from predictors.tasks import load_model_config
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    texts = [row["text"] for row in load_model_config(folder).heldout()]
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    texts = read_texts(texts_file, folder.name, folder.parent)
     return [t for t in texts if len(tokenizer(t)["input_ids"]) <= MAX_TOKENS]
 
 
@@ -202,18 +201,27 @@ async def overload(server: Server, model: str, texts: list[str], requests: int, 
 
         async def one(body: dict) -> None:
             started = time.perf_counter()
-            async with session.post(endpoint, json=body) as reply:
-                await reply.read()
-                outcomes.append((reply.status, time.perf_counter() - started))
+            try:
+                async with session.post(endpoint, json=body) as reply:
+                    await reply.read()
+                    outcomes.append((reply.status, time.perf_counter() - started))
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                outcomes.append((0, time.perf_counter() - started))  # 0: the connection failed
 
         async def probe() -> None:
-            while not finished.is_set():
-                started = time.perf_counter()
-                async with session.get(f"{server.url}/v2/health/live") as reply:
-                    await reply.read()
-                probes.append(time.perf_counter() - started)
-                rss.append(server.rss_mib())
-                await asyncio.sleep(0.1)
+            # A new connection per probe, as the kubelet's; a failed probe counts as 10 s.
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                             timeout=aiohttp.ClientTimeout(total=10)) as prober:
+                while not finished.is_set():
+                    started = time.perf_counter()
+                    try:
+                        async with prober.get(f"{server.url}/v2/health/live") as reply:
+                            await reply.read()
+                        probes.append(time.perf_counter() - started)
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        probes.append(10.0)
+                    rss.append(server.rss_mib())
+                    await asyncio.sleep(0.1)
 
         watcher = asyncio.create_task(probe())
         await asyncio.gather(*(one(b) for b in bodies))
@@ -257,11 +265,12 @@ def main() -> int:
     parser.add_argument("--model", default="review-sentiment")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--texts", type=Path, help="texts instead of the model's held-out set (one per line or JSON lines)")
     parser.add_argument("--skip-torch", action="store_true", help="leave out the torch (backend: hf) steps")
     args = parser.parse_args(ARGV)
     source = args.models_dir / args.model
-    texts = short_heldout_texts(source)
-    log("texts", f"{len(texts)} held-out texts of at most {MAX_TOKENS} tokens")
+    texts = short_texts(source, args.texts)
+    log("texts", f"{len(texts)} {'held-out ' if args.texts is None else ''}texts of at most {MAX_TOKENS} tokens")
     work = Path(tempfile.mkdtemp(prefix="serving-load-"))
     variants = {
         "int8": linked_folder(source, work / "int8" / args.model, "backend: onnx\ncache: {enabled: false}\n"),

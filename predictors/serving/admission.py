@@ -34,6 +34,15 @@ def queue_full(model: str, queued: int, requested: int, limit: int, retry_after_
     )
 
 
+def deadline_unreachable(model: str, wait_seconds: float, timeout_seconds: float, retry_after_seconds: float) -> QueueFull:
+    return QueueFull(
+        f"model '{model}' is overloaded: the work queued ahead of this request needs about {wait_seconds:.1f} s, "
+        f"longer than its {timeout_seconds * 1000:.0f} ms deadline (timeout_ms); retry after "
+        f"{math.ceil(retry_after_seconds)} s or send fewer texts",
+        retry_after_seconds,
+    )
+
+
 def deadline_exceeded(model: str, timeout_seconds: float | None, texts: int) -> DeadlineExceeded:
     within = f"within its {timeout_seconds * 1000:.0f} ms deadline" if timeout_seconds else "before its deadline"
     return DeadlineExceeded(

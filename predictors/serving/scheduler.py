@@ -32,7 +32,7 @@ import numpy as np
 
 from ..backends import cpu_limit
 from ..model import ModelConfig
-from .admission import deadline_exceeded, queue_full
+from .admission import deadline_exceeded, deadline_unreachable, queue_full
 from .errors import ModelUnavailable
 
 logger = logging.getLogger("kserve.predictors")
@@ -331,6 +331,10 @@ class Scheduler:
             if limit is not None and queued > 0 and queued + len(texts) > limit:
                 self.counters["refused"] += 1
                 raise queue_full(self.name, queued, len(texts), limit, self._retry_after(queued))
+            wait = self._wait_for_all_to_start(len(texts))
+            if timeout_seconds is not None and queued > 0 and wait is not None and wait > timeout_seconds:
+                self.counters["refused"] += 1
+                raise deadline_unreachable(self.name, wait, timeout_seconds, self._retry_after(queued))
             self.counters["accepted"] += 1
             self._queue.add(request)
             self.hooks.enqueued(len(texts))
@@ -362,6 +366,15 @@ class Scheduler:
         self.counters["texts_dropped"] += dropped
         self.hooks.dropped(dropped)
         request.done = True
+
+    def _wait_for_all_to_start(self, texts: int) -> float | None:
+        """Seconds until the last of `texts` new texts would start (caller holds the lock): in fair
+        turns, each queued request runs at most as many texts as this one before it finishes."""
+        rate = self.texts_per_second
+        if not rate:
+            return None
+        ahead = sum(min(len(r.pending), texts) for r in self._queue._requests)
+        return (ahead + texts) / rate
 
     def _retry_after(self, queued: int) -> float:
         rate = self.texts_per_second

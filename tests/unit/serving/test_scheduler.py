@@ -227,3 +227,23 @@ def test_request_timeout_parameter_header_and_default():
     for bad in ("soon", -5, 0, True, float("inf")):
         with pytest.raises(InvalidInput, match="timeout_ms must be a positive number"):
             request_timeout_seconds({"instances": ["a"], "parameters": {"timeout_ms": bad}}, None, None)
+
+
+def test_a_request_that_cannot_start_within_its_deadline_is_refused_at_once():
+    gate = threading.Event()
+    runner = StandInRunner(gate=gate)
+    scheduler = make_scheduler(runner, batch_size=1, max_queue_texts=1000)
+    scheduler._observe(1, 0.1)  # 10 texts/s measured
+
+    async def main():
+        ahead = asyncio.create_task(scheduler.submit(texts_of("ahead", 30)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(QueueFull) as refused:  # ~3 s of work ahead, 1 s deadline
+            await scheduler.submit(texts_of("late", 20), timeout_seconds=1.0)
+        assert "deadline" in refused.value.message and "timeout_ms" in refused.value.message
+        small = asyncio.create_task(scheduler.submit(["one"], timeout_seconds=1.0))  # its turn comes next
+        gate.set()
+        assert len(await small) == 1 and len(await ahead) == 30
+
+    asyncio.run(main())
+    scheduler.stop()
