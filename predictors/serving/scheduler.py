@@ -33,7 +33,7 @@ import numpy as np
 from ..backends import cpu_limit
 from ..model import ModelConfig
 from .admission import deadline_exceeded, deadline_unreachable, queue_full
-from .errors import ModelUnavailable
+from .errors import ModelUnavailable, QueueFull
 
 logger = logging.getLogger("kserve.predictors")
 
@@ -366,6 +366,16 @@ class Scheduler:
         self.counters["texts_dropped"] += dropped
         self.hooks.dropped(dropped)
         request.done = True
+
+    def refusal_before_reading(self) -> QueueFull | None:
+        """The 429 a request would get whatever its size, when the queue is already at its bound: for
+        a transport to answer before reading (and parsing) the body, so overload costs no parsing."""
+        with self._lock:
+            limit, queued = self.queue_limit, self._queue.queued_texts
+            if limit is None or queued < limit:
+                return None
+            self.counters["refused"] += 1
+            return queue_full(self.name, queued, 1, limit, self._retry_after(queued))
 
     def _wait_for_all_to_start(self, texts: int) -> float | None:
         """Seconds until the last of `texts` new texts would start (caller holds the lock): in fair

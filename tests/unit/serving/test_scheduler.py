@@ -247,3 +247,21 @@ def test_a_request_that_cannot_start_within_its_deadline_is_refused_at_once():
 
     asyncio.run(main())
     scheduler.stop()
+
+
+def test_a_full_queue_refuses_before_the_body_is_read():
+    gate = threading.Event()
+    scheduler = make_scheduler(StandInRunner(gate=gate), batch_size=1, max_queue_texts=5)
+
+    async def main():
+        assert scheduler.refusal_before_reading() is None
+        busy = asyncio.create_task(scheduler.submit(texts_of("a", 8)))
+        await asyncio.sleep(0.05)  # 7 queued, over the bound of 5
+        refusal = scheduler.refusal_before_reading()
+        assert isinstance(refusal, QueueFull) and "max_queue_texts" in refusal.message
+        gate.set()
+        await busy
+        assert scheduler.refusal_before_reading() is None
+
+    asyncio.run(main())
+    scheduler.stop()
