@@ -1,0 +1,207 @@
+"""The scheduler and admission control on the real server: a one-text request is not stuck behind a
+large one, a request over the queue bound is refused at once (429 + Retry-After / RESOURCE_EXHAUSTED),
+work not started by its deadline is answered 504 / DEADLINE_EXCEEDED, a client that hangs up has
+its queued work dropped; and the scheduled answers equal the direct (unscheduled) run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.request
+
+import aiohttp
+import grpc
+import numpy as np
+import pytest
+from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+from predictors.serving.codec import TextRequest
+from predictors.serving.predictor import TextPredictor
+from predictors.tasks import load_model_config
+from tests.conftest import start_server
+from tests.helpers import linked_model_folder
+
+MODEL = "sentence-embedding"  # int8 ONNX (one text per run) and torch weights: both paths
+QUEUE_BOUND = 300
+SETTINGS = f"max_queue_texts: {QUEUE_BOUND}\ntimeout_ms: 20000\ncache: {{enabled: false}}\n"
+
+
+@pytest.fixture(scope="module")
+def admission_server(demo_models, tmp_path_factory):
+    models = tmp_path_factory.mktemp("admission-models")
+    linked_model_folder(demo_models / MODEL, models / MODEL, SETTINGS)
+    running = start_server(["--models-dir", str(models)], tmp_path_factory.mktemp("admission") / "server.log")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def review_texts(count: int, tag: str) -> list[str]:
+    """Distinct review-length texts (~50 tokens), so a request of a few hundred takes seconds."""
+    return [
+        f"{tag} {i}: the coffee arrived quickly and the bag was sealed, but the taste was flat and a "
+        f"little bitter, nothing like the rich flavour described on the label; I would not order it again."
+        for i in range(count)
+    ]
+
+
+def v2_body(texts: list[str], **parameters) -> dict:
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
+    if parameters:
+        body["parameters"] = parameters
+    return body
+
+
+async def post(session, url: str, body: dict, headers: dict | None = None):
+    started = time.perf_counter()
+    async with session.post(url, json=body, headers=headers) as reply:
+        payload = await reply.json(content_type=None)
+        return reply.status, payload, reply.headers, time.perf_counter() - started, time.perf_counter()
+
+
+def scheduler_state(server) -> dict:
+    with urllib.request.urlopen(f"{server.url}/v2/models/{MODEL}/config", timeout=10) as reply:
+        return json.loads(reply.read())["scheduler"]
+
+
+def grpc_infer(server, texts: list[str], **parameters):
+    async def run():
+        client = InferenceGRPCClient(server.grpc_url, timeout=60)
+        tensor = InferInput("text", [len(texts)], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+        try:
+            return await client.infer(InferRequest(MODEL, [tensor], parameters=parameters or None))
+        finally:
+            await client.close()
+
+    return run()
+
+
+def test_a_one_text_request_finishes_before_a_large_one(admission_server):
+    url = f"{admission_server.url}/v2/models/{MODEL}/infer"
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            large = asyncio.create_task(post(session, url, v2_body(review_texts(QUEUE_BOUND, "large"))))
+            await asyncio.sleep(0.3)
+            small = await post(session, url, v2_body(["Lovely tea, will buy again."]))
+            return small, await large
+
+    small, large = asyncio.run(main())
+    assert small[0] == 200 and large[0] == 200
+    assert small[4] < large[4], "the one-text request waited for the large one"
+    assert small[3] < large[3] / 4
+
+
+def test_a_request_over_the_queue_bound_is_refused_at_once(admission_server):
+    base = admission_server.url
+    url = f"{base}/v2/models/{MODEL}/infer"
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            large = asyncio.create_task(post(session, url, v2_body(review_texts(QUEUE_BOUND, "fill"))))
+            await asyncio.sleep(0.3)
+            refused = await post(session, url, v2_body(review_texts(64, "extra")))
+            v1 = await post(session, f"{base}/v1/models/{MODEL}:predict", {"instances": review_texts(64, "v1")})
+            try:
+                await grpc_infer(admission_server, review_texts(64, "grpc"))
+                grpc_code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as exc:
+                grpc_code = exc.code()
+            started = time.perf_counter()
+            async with session.get(f"{base}/v2/health/live") as live:
+                live_seconds, live_status = time.perf_counter() - started, live.status
+            return refused, v1, grpc_code, (live_status, live_seconds), await large
+
+    refused, v1, grpc_code, live, large = asyncio.run(main())
+    status, body, headers, seconds, _ = refused
+    assert status == 429, body
+    assert "max_queue_texts" in body["error"] and "overloaded" in body["error"]
+    assert int(headers["Retry-After"]) >= 1
+    assert seconds < 0.5, "a refusal must not wait behind the queue"
+    assert v1[0] == 429 and "max_queue_texts" in v1[1]["error"]
+    assert grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert live[0] == 200 and live[1] < 0.5
+    assert large[0] == 200  # the accepted request is answered
+    assert scheduler_state(admission_server)["refused"] >= 3
+
+
+def test_work_not_started_by_its_deadline_is_answered_504(admission_server):
+    base = admission_server.url
+    url = f"{base}/v2/models/{MODEL}/infer"
+    before = scheduler_state(admission_server)["deadline_exceeded"]
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            by_parameter = await post(session, url, v2_body(review_texts(QUEUE_BOUND, "late"), timeout_ms=100))
+            by_header = await post(session, f"{base}/v1/models/{MODEL}:predict",
+                                   {"instances": review_texts(QUEUE_BOUND, "late v1")}, headers={"timeout-ms": "100"})
+            bad = await post(session, url, v2_body(["a"], timeout_ms="soon"))
+            try:
+                await grpc_infer(admission_server, review_texts(QUEUE_BOUND, "late grpc"), timeout_ms=100)
+                grpc_code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as exc:
+                grpc_code = exc.code()
+            return by_parameter, by_header, bad, grpc_code
+
+    by_parameter, by_header, bad, grpc_code = asyncio.run(main())
+    for status, body, _, seconds, _ in (by_parameter, by_header):
+        assert status == 504, body
+        assert "100 ms deadline" in body["error"] and "dropped" in body["error"]
+        assert seconds < 3
+    assert bad[0] == 400 and "timeout_ms" in bad[1]["error"]
+    assert grpc_code == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.3)
+    state = scheduler_state(admission_server)
+    assert state["deadline_exceeded"] - before == 3 and state["queued_texts"] == 0
+
+
+def test_a_client_that_hangs_up_has_its_queued_work_dropped(admission_server):
+    before = scheduler_state(admission_server)
+    body = json.dumps(v2_body(review_texts(QUEUE_BOUND, "gone"))).encode()
+    with socket.create_connection(("127.0.0.1", admission_server.http_port)) as sock:
+        sock.sendall(
+            f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        time.sleep(0.4)  # the request is queued and running
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        state = scheduler_state(admission_server)
+        if state["cancelled"] > before["cancelled"]:
+            break
+        time.sleep(0.1)
+    assert state["cancelled"] == before["cancelled"] + 1
+    assert state["texts_dropped"] - before["texts_dropped"] > QUEUE_BOUND // 2
+    assert state["queued_texts"] == 0
+
+
+@pytest.mark.parametrize("backend", ["onnx", "hf"])
+def test_scheduled_answers_equal_the_direct_run(demo_models, tmp_path, backend):
+    """The same texts answered alone and unscheduled (as the warm-up runs) and through the scheduler
+    while other requests share its batches: int8 runs each text alone, so the answers are equal;
+    torch batches across requests, so they agree to float rounding."""
+    folder = linked_model_folder(demo_models / MODEL, tmp_path / MODEL, f"backend: {backend}\ncache: {{enabled: false}}\n")
+    predictor = TextPredictor(load_model_config(folder))
+    predictor.load()
+    texts = [text[: 20 + 9 * i] for i, text in enumerate(review_texts(24, "mixed"))]  # lengths vary
+    try:
+        direct, direct_truncated = predictor._predict_blocking(texts)
+
+        async def scheduled():
+            others = [predictor.predict(TextRequest(texts=texts[i::5][:3], protocol="v2")) for i in range(5)]
+            mine, *_ = await asyncio.gather(predictor.predict(TextRequest(texts=texts, protocol="v2")), *others)
+            return mine
+
+        result = asyncio.run(scheduled())
+    finally:
+        predictor.stop()
+    assert result.truncated == direct_truncated
+    if backend == "onnx":
+        np.testing.assert_array_equal(result.outputs["embedding"], direct["embedding"])
+    else:
+        np.testing.assert_allclose(result.outputs["embedding"], direct["embedding"], atol=1e-5)
