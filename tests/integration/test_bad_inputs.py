@@ -166,3 +166,29 @@ def test_malformed_binary_data_is_described_without_python_internals(server):
 def test_the_server_still_answers_after_every_mistake(server):
     reply = post(server, json.dumps(v2_document(["Still serving after bad requests."], id="after")), JSON)
     assert reply.status_code == 200 and reply.json()["id"] == "after"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "request_ids.py echoes a body id into the x-request-id header (REST: latin-1 only) and gRPC trailing "
+    "metadata (printable ASCII only): a non-ASCII id is a 500 / INTERNAL. Fix there (_client_id), then drop this mark."))
+def test_a_non_ascii_request_id(server):
+    document = v2_document(["hello"], id="ā-€")
+    reply = post(server, json.dumps(document), JSON)
+    assert reply.status_code == 200 and reply.json()["id"] == "ā-€"
+    v1 = requests.post(f"{server.url}/v1/models/{MODEL}:predict", json={"instances": ["hello"], "id": "ā"}, timeout=60)
+    assert v1.status_code == 200
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        message = pb.ModelInferRequest(model_name=MODEL, id="¡")
+        message.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"hello")
+        assert pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(message, timeout=60).id == "¡"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kserve's unversioned V2 routes take an optional `model_version` query parameter (it is in the OpenAPI "
+    "document) and answer it with 501 'Model versioning not supported yet'; the server should serve that "
+    "version or refuse with a 4xx. Fix in the server's routes, then drop this mark."))
+def test_model_version_query(server):
+    metadata = requests.get(f"{server.url}/v2/models/{MODEL}", params={"model_version": "1"}, timeout=60)
+    assert metadata.status_code < 500, metadata.text
+    reply = requests.post(infer_url(server), params={"model_version": "1"}, json=v2_document(["hello"]), timeout=60)
+    assert reply.status_code < 500, reply.text
