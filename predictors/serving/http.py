@@ -165,6 +165,19 @@ def register_routes(app: FastAPI, repository: PredictorRepository, dataplane: An
             return JSONResponse(status_code=503, content={"ready": False, "error": f"not ready: {detail}", "models": missing})
         return JSONResponse({"ready": True})
 
+    async def model_metadata(model_name: str, model_version: str | None = None) -> dict[str, Any]:
+        repository.resolve(model_name, model_version)
+        return await dataplane.model_metadata(versioned_key(model_name, model_version) if model_version else model_name)
+
+    async def infer(
+        raw_request: Request, raw_response: Response, model_name: str,
+        request_body: Union[InferenceRequest, bytes], model_version: str | None = None,
+    ) -> Any:
+        """kserve answers `?model_version=` with 501; here it reaches that version."""
+        repository.resolve(model_name, model_version)
+        key = versioned_key(model_name, model_version) if model_version else model_name
+        return await v2.infer(raw_request, raw_response, key, request_body)
+
     async def model_ready(model_name: str, model_version: str | None = None) -> dict[str, Any]:
         repository.resolve(model_name, model_version)
         return {"name": model_name, "ready": True, **({"version": model_version} if model_version else {})}
@@ -207,6 +220,8 @@ def register_routes(app: FastAPI, repository: PredictorRepository, dataplane: An
         return {"name": model_name, "unload": True, **result}
 
     app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"], response_model=None)
     app.add_api_route("/v2/models/{model_name}/ready", model_ready, methods=["GET"])
     app.add_api_route("/v2/models/{model_name}/versions/{model_version}/ready", versioned_ready, methods=["GET"])
     app.add_api_route("/v2/models/{model_name}/versions/{model_version}", versioned_metadata, methods=["GET"])

@@ -58,7 +58,8 @@ def new_request_id() -> str:
 
 def _client_id(value: str | None) -> str | None:
     value = (value or "").strip()
-    return value if value and len(value) <= MAX_ID_LENGTH and value.isprintable() else None
+    # It travels in an HTTP header and gRPC metadata, which carry printable ASCII only.
+    return value if value and len(value) <= MAX_ID_LENGTH and value.isascii() and value.isprintable() else None
 
 
 def begin(header_id: str | None, model: str | None = None) -> RequestContext:
@@ -79,7 +80,7 @@ def adopt(body_id: str | None, texts: int) -> str:
     body = _client_id(body_id)
     if body is not None and not context.from_client:
         context.request_id = body
-    return body if body is not None else context.request_id
+    return body_id if body_id else context.request_id  # V2 echoes the body's id as sent
 
 
 # ---- REST ---------------------------------------------------------------------------------------

@@ -168,9 +168,6 @@ def test_the_server_still_answers_after_every_mistake(server):
     assert reply.status_code == 200 and reply.json()["id"] == "after"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "request_ids.py echoes a body id into the x-request-id header (REST: latin-1 only) and gRPC trailing "
-    "metadata (printable ASCII only): a non-ASCII id is a 500 / INTERNAL. Fix there (_client_id), then drop this mark."))
 def test_a_non_ascii_request_id(server):
     document = v2_document(["hello"], id="ā-€")
     reply = post(server, json.dumps(document), JSON)
@@ -183,10 +180,6 @@ def test_a_non_ascii_request_id(server):
         assert pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(message, timeout=60).id == "¡"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kserve's unversioned V2 routes take an optional `model_version` query parameter (it is in the OpenAPI "
-    "document) and answer it with 501 'Model versioning not supported yet'; the server should serve that "
-    "version or refuse with a 4xx. Fix in the server's routes, then drop this mark."))
 def test_model_version_query(server):
     metadata = requests.get(f"{server.url}/v2/models/{MODEL}", params={"model_version": "1"}, timeout=60)
     assert metadata.status_code < 500, metadata.text
