@@ -89,6 +89,7 @@ def test_final_stage_has_no_build_tools(dockerfile):
         )
     copies = [c.value for c in final.all("COPY")]
     assert any(c.startswith("--from=builder") and "/opt/venv" in c for c in copies), copies
+    assert any(c.startswith("--from=package /opt/package/site-packages /opt/venv/") for c in copies), copies
     # the builder stage is where pip runs, and it is not the final stage
     assert dockerfile.stage("builder") is not final
 
@@ -144,8 +145,10 @@ def test_torch_comes_from_the_cpu_index_at_the_pinned_version(dockerfile):
     assert builder.args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     torch_steps = [r for r in builder.all("RUN") if "torch==" in r.value]
     assert torch_steps and "--index-url" in torch_steps[0].value
-    package_steps = [r for r in builder.all("RUN") if re.search(r"pip install .*--constraint constraints\.txt \.", r.value)]
-    assert package_steps, "the package must be installed with constraints.txt"
+    package = dockerfile.stage("package")
+    assert package.base == "builder", "the package stage installs on top of the dependencies"
+    package_steps = [r for r in package.all("RUN") if re.search(r"pip install .*--no-deps --constraint constraints\.txt .*\.( |$)", r.value)]
+    assert package_steps, "the package must be installed alone (its dependencies come from the builder stage)"
     dependency_steps = [r for r in builder.all("RUN") if "--constraint constraints.txt --requirement requirements.txt" in r.value]
     assert dependency_steps, "the dependencies must be installed with constraints.txt"
 
@@ -161,10 +164,11 @@ def _local_torch_wheel(version: str) -> Path | None:
 
 
 def _pip_steps(dockerfile) -> list[str]:
+    """The pip install commands of the builder stage, then of the package stage (built on it)."""
     builder = dockerfile.stage("builder")
     values = {**dockerfile.global_args, **builder.args}
     steps = []
-    for run in builder.all("RUN"):
+    for run in builder.all("RUN") + dockerfile.stage("package").all("RUN"):
         for part in run.value.split("&&"):
             part = part.strip()
             if part.startswith("pip install"):
@@ -213,6 +217,7 @@ def test_image_install_steps_in_a_fresh_venv(dockerfile, tmp_path):
         assert result.returncode == 0, f"line {run.line}: {result.stderr[-2000:]}"
     context = tmp_path / "src"
     _copy_from_context(builder, context)
+    _copy_from_context(dockerfile.stage("package"), context)
     for copy in builder.all("COPY"):
         if "--from=requirements" in copy.value:
             for source in copy.value.split()[1:-1]:
@@ -224,8 +229,9 @@ def test_image_install_steps_in_a_fresh_venv(dockerfile, tmp_path):
     result = subprocess.run(pip + torch_step[1:], cwd=context, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     installs: dict[str, str] = {}
+    package_target = tmp_path / "package"
     for number, step in enumerate(steps[1:]):
-        arguments = shlex.split(step)[1:]
+        arguments = [a.replace("/opt/package", str(package_target)) for a in shlex.split(step)[1:]]
         report = tmp_path / f"report-{number}.json"
         if not full:
             arguments += ["--dry-run", "--report", str(report), "--quiet"]
@@ -236,7 +242,7 @@ def test_image_install_steps_in_a_fresh_venv(dockerfile, tmp_path):
                              for i in json.loads(report.read_text())["install"]})
     if full:
         check = subprocess.run(
-            [str(venv_dir / "bin" / "python"), "-c",
+            ["env", f"PYTHONPATH={package_target / 'site-packages'}", str(venv_dir / "bin" / "python"), "-c",
              "import torch, kserve, predictors.serving.server; assert '+cpu' in torch.__version__, torch.__version__"],
             capture_output=True, text=True, timeout=300,
         )
