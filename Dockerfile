@@ -18,7 +18,7 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt
 
-# ---- build: a virtualenv with the CPU torch wheel and the package, nothing else ------------------
+# ---- build: a virtualenv with the CPU torch wheel and the dependencies, nothing else ------------
 FROM ${PYTHON_IMAGE} AS builder
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -32,19 +32,22 @@ RUN pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" "torch
 # The dependencies from PyPI, every version pinned by constraints.txt; the installed torch satisfies it.
 COPY constraints.txt ./
 COPY --from=requirements /src/requirements.txt ./
-RUN pip install --no-cache-dir --constraint constraints.txt --requirement requirements.txt
-# Then the package alone: a source change rebuilds only this layer.
-COPY pyproject.toml README.md ./
-COPY predictors ./predictors
-RUN pip install --no-cache-dir --no-deps --constraint constraints.txt . \
+RUN pip install --no-cache-dir --constraint constraints.txt --requirement requirements.txt \
     && pip check \
     && python -c "import torch; assert not torch.cuda.is_available() and '+cpu' in torch.__version__, torch.__version__"
 # What a server never runs: torch's C++ headers, CMake files and test binaries (torch_shm_manager
-# stays), pandas' test suite, and pip itself: the final image installs nothing.
+# stays) and pandas' test suite.
 RUN site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
     && rm -rf "$site/torch/include" "$site/torch/share" "$site/torch/test" "$site/pandas/tests" \
-    && find "$site/torch/bin" -type f ! -name torch_shm_manager -delete \
-    && python -m pip uninstall --yes --quiet pip
+    && find "$site/torch/bin" -type f ! -name torch_shm_manager -delete
+
+# ---- the package alone, apart from the virtualenv: a source change rebuilds only this ----------
+FROM builder AS package
+COPY pyproject.toml README.md ./
+COPY predictors ./predictors
+RUN pip install --no-cache-dir --no-deps --constraint constraints.txt --target /opt/package/site-packages . \
+    && mv /opt/package/site-packages/bin /opt/package/bin \
+    && PYTHONPATH=/opt/package/site-packages python -c "import predictors.cli, predictors.serving.server"
 
 # ---- demo models, only when BAKE_MODELS=true ----------------------------------------------------
 FROM ${PYTHON_IMAGE} AS models-false
@@ -75,7 +78,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 1000 predictors \
     && useradd --system --uid 1000 --gid 1000 --home-dir /home/predictors --create-home --shell /usr/sbin/nologin predictors
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=models --chown=1000:1000 /models /app/models
+# The package's layer after the dependencies' (the venv's site-packages; the image is Python 3.11).
+COPY --from=package /opt/package/site-packages /opt/venv/lib/python3.11/site-packages/
+COPY --from=package /opt/package/bin /opt/venv/bin/
+COPY --from=models /models /app/models
 WORKDIR /app
 USER 1000:1000
 EXPOSE 8080 8081
