@@ -9,6 +9,11 @@ the server-wide default elsewhere. gRPC has its own limit (kserve's 8 MiB messag
 `Content-Encoding: gzip` / `deflate` (which tritonclient.http's request compression sends) is
 decoded here with the same cap on the decoded size, so a small compressed body cannot expand into
 gigabytes; any other encoding is a 415. Every refusal is JSON `{"error": "..."}` naming the limit.
+
+A refused body is still read to its end (and dropped, up to DRAIN_MAX_BYTES) before the answer: a
+client that sends its whole body before reading (urllib, most HTTP/1.1 clients without `Expect:
+100-continue`) would otherwise see a reset connection instead of the 413. A client that asked for
+`100-continue` is answered at once, before it sends the body.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..model.settings import DEFAULT_MAX_BODY_BYTES
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
+DRAIN_MAX_BYTES = 256 * 1024 * 1024  # past this, a refused body is not read further: answer and close
 _MODEL_ROUTE = re.compile(r"^/v[12]/models/([^/:]+)")
 # HTTP content codings zlib can undo, and the wbits that select each container (RFC 9110 8.4.1).
 _DECODABLE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -32,10 +38,11 @@ _DECODABLE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "defla
 class RequestRefused(Exception):
     """A body the server will not read further; the status and message are the answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, unread_body: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.unread_body = unread_body  # the client may still be sending the rest of the body
 
 
 def model_name_of(path: str) -> str | None:
@@ -92,6 +99,8 @@ class BodyLimit:
             encoding = headers.get("content-encoding", "")
             decoded = decode_content(body, encoding, limit)
         except RequestRefused as refused:
+            if refused.unread_body and headers.get("expect", "").lower() != "100-continue":
+                await _discard_body(receive, DRAIN_MAX_BYTES)
             await JSONResponse({"error": refused.message}, status_code=refused.status)(scope, receive, send)
             return
         if decoded is not body:  # the app sees the decoded body, described as such
@@ -105,7 +114,8 @@ class BodyLimit:
     async def _read(receive: Receive, content_length: str | None, limit: int) -> bytes:
         if content_length is not None and content_length.strip().isdigit() and int(content_length) > limit:
             raise RequestRefused(
-                413, f"request body of {int(content_length)} bytes is over the limit of {limit} bytes (max_body_bytes)"
+                413, f"request body of {int(content_length)} bytes is over the limit of {limit} bytes (max_body_bytes)",
+                unread_body=True,
             )
         chunks: list[bytes] = []
         size = 0
@@ -117,11 +127,22 @@ class BodyLimit:
             size += len(chunk)
             if size > limit:
                 raise RequestRefused(
-                    413, f"request body is over the limit of {limit} bytes (max_body_bytes)"
+                    413, f"request body is over the limit of {limit} bytes (max_body_bytes)",
+                    unread_body=message.get("more_body", False),
                 )
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+async def _discard_body(receive: Receive, max_bytes: int) -> None:
+    """Read the rest of a refused body without keeping it, up to `max_bytes`."""
+    read = 0
+    while read <= max_bytes:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        read += len(message.get("body", b""))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -6,6 +6,7 @@ inputs are measured by benchmarks/large_inputs.py, not here."""
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import struct
 import zlib
@@ -60,6 +61,16 @@ def test_a_10_mb_text_is_refused_before_parsing(server):
     body = json.dumps(v2_document(["word " * 2_000_000])).encode()
     message = assert_client_error(post(server, body, JSON), 413, "max_body_bytes", f"{len(body)} bytes")
     assert "8388608" in message
+
+
+def test_a_client_that_sends_the_whole_body_before_reading_gets_the_413(server):
+    """http.client (urllib) writes all of the body, then reads: it must see the 413, not a reset."""
+    body = json.dumps(v2_document(["word " * 20_000_000])).encode()  # 100 MB
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=120)
+    connection.request("POST", f"/v2/models/{MODEL}/infer", body=body, headers=JSON)
+    reply = connection.getresponse()
+    assert reply.status == 413 and "max_body_bytes" in json.loads(reply.read())["error"]
+    connection.close()
 
 
 def test_a_body_streamed_without_content_length_is_cut_off_at_the_limit(server):

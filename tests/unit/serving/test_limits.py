@@ -46,7 +46,7 @@ async def echo_stand_in_app(scope, receive, send):
 
 
 def call(chunks: list[bytes], headers: dict[str, str] | None = None, path: str = "/v2/models/m/infer",
-         limit: int = 100, models: dict[str, int] | None = None) -> tuple[int, dict]:
+         limit: int = 100, models: dict[str, int] | None = None, read: list[int] | None = None) -> tuple[int, dict]:
     """Send `chunks` as the body through BodyLimit(limit) and return (status, JSON answer)."""
     scope = {"type": "http", "method": "POST", "path": path,
              "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
@@ -55,7 +55,10 @@ def call(chunks: list[bytes], headers: dict[str, str] | None = None, path: str =
     sent: list[dict] = []
 
     async def receive():
-        return next(received, {"type": "http.disconnect"})
+        message = next(received, {"type": "http.disconnect"})
+        if read is not None and message["type"] == "http.request":
+            read.append(len(message["body"]))
+        return message
 
     async def send(message):
         sent.append(message)
@@ -80,6 +83,16 @@ def test_declared_content_length_over_the_limit_is_413_before_reading():
     status, answer = call([b"x" * 10], {"content-length": "5000"})
     assert status == 413
     assert answer == {"error": "request body of 5000 bytes is over the limit of 100 bytes (max_body_bytes)"}
+
+
+def test_a_refused_body_is_read_to_its_end_unless_the_client_waits_for_100_continue():
+    """Clients that send the whole body before reading the answer must get the 413, not a reset."""
+    read: list[int] = []
+    assert call([b"x" * 80] * 5, {"content-length": "400"}, read=read)[0] == 413
+    assert sum(read) == 400
+    read.clear()
+    assert call([b"x" * 80] * 5, {"content-length": "400", "expect": "100-continue"}, read=read)[0] == 413
+    assert read == []
 
 
 @pytest.mark.parametrize("headers", [{}, {"content-length": "10"}], ids=["no-content-length", "lying-content-length"])
