@@ -8,7 +8,8 @@
 A variant is `label` or `label:field=value,field=value` over the model's TrainSettings in
 tools/build/recipes.py (`recipe` = the settings as they are).  Without --full each variant trains
 --steps steps and the table shows seconds per step (the first 3 steps, warm-up, not counted) and
-tokens per second; with --full it trains the whole recipe and adds the held-out accuracy, so the
+tokens per second, plus the CPU seconds of the run (all threads; a fairer comparison than
+wall time when other work shares the machine); with --full it trains the whole recipe and adds the held-out accuracy, so the
 numbers choose the recipe (docs/build.md).  Data comes from the build's download cache (run
 tools/build_models.py once first).  Run it on a quiet machine, and more than once (--repeat).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -36,6 +38,12 @@ from tools.build.sources import Sources  # noqa: E402
 from tools.build.train import TrainSettings, evaluate, fine_tune  # noqa: E402
 
 WARMUP_STEPS = 3
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads): less sensitive than wall time to other work on the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse_variant(text: str, base: TrainSettings) -> tuple[str, TrainSettings]:
@@ -72,12 +80,14 @@ def main() -> int:
         for run in range(args.repeat):
             marks: list[float] = []
             load_start = os.getloadavg()[0]
+            cpu_start = cpu_seconds()
             result = fine_tune(base_dir, data, settings, on_step=lambda *_: marks.append(time.monotonic()),
                                max_steps=0 if args.full else args.steps)
             timed = marks[WARMUP_STEPS:] if len(marks) > WARMUP_STEPS + 1 else marks
             per_step = (timed[-1] - timed[0]) / (len(timed) - 1) if len(timed) > 1 else result.seconds
             row = {"variant": label, "run": run + 1, "steps": result.steps, "s/step": f"{per_step:.3f}",
                    "tokens/s": f"{result.tokens / result.seconds:.0f}", "train s": f"{result.seconds:.1f}",
+                   "cpu s": f"{cpu_seconds() - cpu_start:.1f}",
                    "load": f"{load_start:.1f}"}
             if args.full:
                 start = time.monotonic()
