@@ -60,6 +60,7 @@ class DeploySection(_Strict):
     storage_uri: Text | None = None
     storage_prefix: Text | None = None
     termination_grace_seconds: NonNegativeInt | None = None
+    p99_budget_seconds: PositiveNumber | None = None  # the latency alert's threshold for this model
 
     def overrides(self) -> dict[str, Any]:
         """The keys the file sets, as plain values."""

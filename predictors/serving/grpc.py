@@ -27,6 +27,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from grpc_interceptor import AsyncServerInterceptor
 
 from .errors import classify
+from .request_ids import current_request_id
 from .repository import PredictorRepository, versioned_key
 from .request_ids import RequestIdInterceptor
 
@@ -54,7 +55,8 @@ class StatusInterceptor(AsyncServerInterceptor):
             _, code, message, _ = classify(exc)
             if code == grpc.StatusCode.INTERNAL:
                 logger.error("grpc %s failed", method_name, exc_info=exc)
-            await context.abort(code, message)
+            request_id = current_request_id()
+            await context.abort(code, f"{message} (request id {request_id})" if request_id else message)
 
 
 class PredictorServicer(InferenceServicer):
