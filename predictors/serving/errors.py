@@ -116,7 +116,7 @@ def classify(exc: BaseException) -> tuple[int, grpc.StatusCode, str, dict[str, s
 
 async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
     status, _, message, headers = classify(exc)
-    if status >= 500 and status != 503:
+    if status == 500:
         logger.error("request failed: %s", message, exc_info=exc)
     else:
         logger.info("request refused (%d): %s", status, message)

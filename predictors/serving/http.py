@@ -5,8 +5,10 @@ clients are cut off; a client that hangs up has its queued work cancelled)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 from typing import Any, Union
 
 import h11
@@ -91,17 +93,48 @@ class TimedH11Protocol(H11Protocol):
             pass
 
 
-class ConnectionGuard:
-    """ASGI middleware: a body that stalls longer than BODY_TIMEOUT_SECONDS gets 408; a client that
-    disconnects before its answer has its request task cancelled, which drops its queued work."""
+LIVENESS_PATHS = ("/", "/v2/health/live", "/v1/health/live")
+_INFER_PATH = re.compile(r"^/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer$|^/v1/models/(?P<v1>[^/:]+):predict$")
 
-    def __init__(self, app: Any, body_timeout: float = BODY_TIMEOUT_SECONDS) -> None:
+
+async def _send_json(send: Any, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+    payload = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ConnectionGuard:
+    """ASGI middleware, outermost. Liveness is answered here, so it never waits behind inference or
+    body parsing; an inference request to a model whose queue is full gets its 429 before its body
+    is read; a body that stalls longer than BODY_TIMEOUT_SECONDS gets 408; a client that disconnects
+    before its answer has its request task cancelled, which drops its queued work."""
+
+    def __init__(self, app: Any, repository: PredictorRepository | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS) -> None:
         self.app = app
+        self.repository = repository
         self.body_timeout = body_timeout
+
+    def _refusal(self, scope: dict) -> Any:
+        match = _INFER_PATH.match(scope.get("path", "")) if scope.get("method") == "POST" else None
+        if match is None or self.repository is None:
+            return None
+        model = self.repository.get_model(match.group("v2") or match.group("v1"))
+        scheduler = getattr(model, "scheduler", None)
+        return scheduler.refusal_before_reading() if scheduler is not None else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope.get("method") == "GET" and scope.get("path") in LIVENESS_PATHS:
+            await _send_json(send, 200, {"status": "alive"} if scope["path"] == "/" else {"live": True})
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            logger.info("request refused before reading its body: %s", refusal.message)
+            await _send_json(send, int(refusal.http_status), {"error": refusal.message}, refusal.headers())
             return
         body_done = asyncio.Event()
         disconnected: asyncio.Future = asyncio.get_running_loop().create_future()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from kserve import ModelServer
@@ -84,15 +85,25 @@ class HonestDataPlane(DataPlane):
 
 
 class PredictorRESTServer(RESTServer):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, repository: PredictorRepository, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.repository = repository
         self.config.http = TimedH11Protocol
+        self.exit_requested: float | None = None  # when SIGTERM reached uvicorn: the grace starts then
+        handle_exit = self._server.handle_exit
+
+        def record_exit(sig: int, frame: Any) -> None:
+            if self.exit_requested is None:
+                self.exit_requested = time.monotonic()
+            handle_exit(sig, frame)
+
+        self._server.handle_exit = record_exit
 
     def _add_middlewares(self, app: Any) -> None:
         super()._add_middlewares(app)
         app.add_middleware(BodyLimit, models=self.dataplane.model_registry)  # innermost: after the guards
         app.add_middleware(RequestIdMiddleware)  # request ids + per-request metrics
-        app.add_middleware(ConnectionGuard)
+        app.add_middleware(ConnectionGuard, repository=self.repository)
 
     def _add_exception_handlers(self, app: Any) -> None:
         super()._add_exception_handlers(app)
@@ -115,6 +126,7 @@ class PredictorServer(ModelServer):
         register_routes(app, self.repository, self.dataplane, self._stopping.is_set)
         self._rest_server = PredictorRESTServer(
             FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
+            repository=self.repository,
             access_log_format=self.access_log_format, workers=1, grace_period=self.grace_period,
             event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive,
             ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
@@ -147,7 +159,10 @@ class PredictorServer(ModelServer):
         logger.info("stopping: draining accepted requests (at most %ds)", self.grace_period)
 
         async def shutdown() -> None:
-            await self.repository.drain_all(self.grace_period)
+            # One budget for HTTP (uvicorn's graceful shutdown) and gRPC: what is left of the grace.
+            started = self._rest_server.exit_requested if self._rest_server else None
+            left = self.grace_period - (time.monotonic() - started) if started else self.grace_period
+            await self.repository.drain_all(max(1.0, left))
             if self._grpc_server:
                 await self._grpc_server.stop(sig)
             for name in list(self.repository.entries):
