@@ -9,9 +9,11 @@ from pathlib import Path
 
 from kserve.model_server import parser as kserve_parser
 
-from ..model import CONFIG_FILE
+from ..model import CONFIG_FILE, ModelConfigError
+from ..serving.logs import configure_logging
+from ..serving.repository import PredictorRepository
+from ..serving.server import PredictorServer
 from ..tasks import load_model_config
-from ..model import ModelConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,8 +60,6 @@ def container_model_folder(model_dir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serving.repository import PredictorRepository
-
     if args.model_dir:
         folder = container_model_folder(Path(args.model_dir))
         name = args.model_name or folder.name
@@ -93,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: port {port} is already in use; choose another with --http_port / --grpc_port", file=sys.stderr)
             return 2
 
-    from ..serving.server import PredictorServer
-    from ..serving.logs import configure_logging
 
     configure_logging(args.log_format)
 

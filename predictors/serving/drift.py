@@ -14,7 +14,6 @@ PSI = sum over bins of (window - reference) * ln(window / reference), proportion
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..model import DRIFT_REFERENCE_FILE, ModelConfig
+from .drift_texts import builtin_texts
 
 #: How many recent texts the window holds (env PREDICTORS_DRIFT_WINDOW).
 DEFAULT_WINDOW = 1000
@@ -174,50 +174,8 @@ def reference_texts(config: ModelConfig) -> tuple[list[str], str]:
     heldout = config.heldout()
     if heldout:
         return [row["text"] for row in heldout], f"heldout.jsonl ({len(heldout)} texts)"
-    from .drift_texts import builtin_texts
-
     texts = builtin_texts()
     return texts, f"built-in reference texts ({len(texts)}, predictors/serving/drift_texts.py)"
-
-
-def write_reference(folder: Path) -> Path:
-    """Run the folder's model (as served: same backend choice, codec and chunking) on its reference
-    texts and write models/<name>/drift_reference.json. A build step; returns the file's path."""
-    from kserve.protocol.infer_type import InferInput, InferRequest
-
-    from ..tasks import load_model_config
-    from . import codec
-    from .predictor import TextPredictor
-
-    folder = Path(folder)
-    config = load_model_config(folder)
-    texts, source = reference_texts(config)
-    model = TextPredictor(config)
-    model.load()
-    outputs: dict[str, list] = {}
-    step = max(1, min(config.max_batch, 256))
-    try:
-        for start in range(0, len(texts), step):
-            part = texts[start : start + step]
-            request = InferRequest(
-                model_name=model.name,
-                infer_inputs=[InferInput(codec.INPUT_NAME, [len(part)], codec.INPUT_DATATYPE, part)],
-                request_id="drift-reference",
-            )
-            predictions = asyncio.run(_predict(model, request))
-            for name, values in predictions.outputs.items():
-                outputs.setdefault(name, []).extend(list(values))
-    finally:
-        model.stop()
-    reference = build_reference(config, {k: np.asarray(v) if k != "entities" else v for k, v in outputs.items()},
-                                source, len(texts))
-    path = folder / DRIFT_REFERENCE_FILE
-    path.write_text(json.dumps(reference.to_json(), indent=1) + "\n")
-    return path
-
-
-async def _predict(model: Any, request: Any) -> Any:
-    return await model.predict(await model.preprocess(request))
 
 
 # ---- the live window ----------------------------------------------------------------------------

@@ -268,7 +268,7 @@ def drift_reference(spec: ModelSpec, out: Path) -> str:
     installed folder gets the repository's own copy, and its metrics/deploy sections, which change
     after a build, must not change what is cached.
     """
-    from predictors.serving.drift import write_reference
+    from predictors.serving.drift_reference import write_reference
 
     settings = REPO_ROOT / "models" / spec.name / PREDICTOR_FILE
     if settings.is_file():
