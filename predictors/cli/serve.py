@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--log-format", choices=("text", "json"), default="text",
         help="text: kserve's format; json: one JSON object per line (timestamp, level, model, request_id, message)",
     )
-    parser.set_defaults(func=run, model_name=None)
+    # kserve's per-request latency log lines are off by default: predictors_* metrics measure every
+    # stage, and two log lines per request cost throughput (--enable_latency_logging true brings them back).
+    parser.set_defaults(func=run, model_name=None, enable_latency_logging=False)
 
 
 def _port_free(port: int) -> bool:

@@ -44,7 +44,7 @@ class _Strict(BaseModel):
 
 class DeploySection(_Strict):
     """`deploy:` Kubernetes sizing. startup_seconds and peak_rss_mib are measured by
-    `tools/measure_deploy.py --write`; the other keys override the defaults in predictors.deploy."""
+    `tools/measure_deploy.py --write`; the other keys override the defaults in predictors/deploy/sizing.py."""
 
     startup_seconds: PositiveNumber | None = None
     peak_rss_mib: PositiveNumber | None = None

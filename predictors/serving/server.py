@@ -101,6 +101,8 @@ class PredictorRESTServer(RESTServer):
 
     def _add_middlewares(self, app: Any) -> None:
         super()._add_middlewares(app)
+        if not self.repository.enable_latency_logging:  # kserve's TimingMiddleware logs two lines a request
+            logging.getLogger("kserve.trace").setLevel(logging.WARNING)
         app.add_middleware(BodyLimit, models=self.dataplane.model_registry)  # innermost: after the guards
         app.add_middleware(RequestIdMiddleware)  # request ids + per-request metrics
         app.add_middleware(ConnectionGuard, repository=self.repository)
