@@ -18,6 +18,8 @@ client that sends its whole body before reading (urllib, most HTTP/1.1 clients w
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import re
 import zlib
 from typing import Any, Awaitable, Callable
@@ -29,6 +31,7 @@ from ..model.settings import DEFAULT_MAX_BODY_BYTES
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
+TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, free heap pages are returned to the OS
 DRAIN_MAX_BYTES = 256 * 1024 * 1024  # past this, a refused body is not read further: answer and close
 _MODEL_ROUTE = re.compile(r"^/v[12]/models/([^/:]+)")
 # HTTP content codings zlib can undo, and the wbits that select each container (RFC 9110 8.4.1).
@@ -108,7 +111,14 @@ class BodyLimit:
             scope["headers"] = [
                 (k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")
             ] + [(b"content-length", str(len(decoded)).encode())]
-        await self.app(scope, _replay(decoded, receive), send)
+        large = len(decoded) >= TRIM_AFTER_BYTES
+        del body
+        try:
+            await self.app(scope, _replay(decoded, receive), send)
+        finally:
+            if large:  # give the parsed copies' heap pages back, so the pod's RSS returns to where it was
+                del decoded
+                await asyncio.to_thread(_trim_heap)
 
     @staticmethod
     async def _read(receive: Receive, content_length: str | None, limit: int) -> bytes:
@@ -145,15 +155,22 @@ async def _discard_body(receive: Receive, max_bytes: int) -> None:
         read += len(message.get("body", b""))
 
 
+def _trim_heap() -> None:
+    """glibc keeps freed memory for reuse; malloc_trim returns it to the OS (a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the buffered body over once, then waits on the client (for disconnects)."""
-    sent = False
+    """A receive that hands the buffered body over once, then waits on the client (for disconnects).
+    It lets go of the body once handed over, so only the app's own references keep it alive."""
+    pending = [body]
 
     async def replay() -> dict:
-        nonlocal sent
-        if sent:
+        if not pending:
             return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": pending.pop(), "more_body": False}
 
     return replay
