@@ -27,7 +27,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from ..backends import default_workers as backend_workers
+from ..backends.onnx import is_quantized
 from ..model import ONNX_FILES, REPORT_FILE, ModelConfig, ModelConfigError, file_sha256, library_versions, write_report
+from ..tasks import load_model_config
 from . import quantize
 from .gate import GateFailed, GateResult, Thresholds, check_gate, compare
 from .runner import Run, Runner, prepare_transformers
@@ -45,8 +48,6 @@ class ExportError(RuntimeError):
 
 def load_export_config(model_dir: Path | str, overrides: dict[str, Any] | None = None) -> ModelConfig:
     """The folder's ModelConfig, with `overrides` applied; ExportError when it has nothing to export."""
-    from ..tasks import load_model_config
-
     try:
         config = load_model_config(Path(model_dir).resolve())
     except ModelConfigError as exc:
@@ -60,8 +61,6 @@ def load_export_config(model_dir: Path | str, overrides: dict[str, Any] | None =
 
 
 def default_workers() -> int:
-    from ..backends import default_workers as backend_workers
-
     return min(2, backend_workers())
 
 
@@ -338,8 +337,6 @@ def check_file(
     The precision (hence the gate) is read from the graph: int8 when it holds quantized ops.
     Returns the `GateResult`; raises `GateFailed` when it fails.
     """
-    from ..backends.onnx import is_quantized
-
     model_dir = Path(model_dir).resolve()
     onnx_path = Path(onnx_file)
     if not onnx_path.is_absolute() and not onnx_path.exists():

@@ -9,7 +9,6 @@ runner, not at import.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from ..model import ModelConfig
 from ..serving.chunking import chunk_plan, reassemble
+from ..serving.predictor import TextPredictor
 
 
 def prepare_transformers() -> None:
@@ -32,17 +32,6 @@ def prepare_transformers() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-def _import_predictor() -> type:
-    """TextPredictor, importing kserve without letting it parse this process's command line."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        from ..serving.predictor import TextPredictor
-    finally:
-        sys.argv = saved
-    return TextPredictor
 
 
 @dataclass
@@ -72,7 +61,7 @@ class Runner:
         if onnx_path is not None:
             changes["onnx_file"] = str(Path(onnx_path).resolve())
         self.config = replace(config, **changes)
-        self.predictor = _import_predictor()(self.config)
+        self.predictor = TextPredictor(self.config)
         self.predictor.load()
         self.choice = self.predictor.choice
 
