@@ -44,13 +44,33 @@ if [ "$engine" = podman ]; then
 fi
 [ -n "${PYTHON_IMAGE:-}" ] && flags+=("--build-arg=PYTHON_IMAGE=$PYTHON_IMAGE")
 
-build() {  # tag bake
-    local started=$SECONDS
-    echo "== $engine build -t predictors:$1 (BAKE_MODELS=$2)" >&2
-    "$engine" build --layers --tag "predictors:$1" --build-arg "BAKE_MODELS=$2" "${flags[@]}" "$root" >&2
+# The build context's files the Dockerfile COPYs (models/ only into the demo image); with the build
+# flags they make an image's input digest, kept as a label: an unchanged tree skips the build,
+# even the engine's own layer-cache checks (tests/unit/deploy/test_dockerfile.py holds this list
+# to the Dockerfile's COPY lines).
+CONTEXT_INPUTS=(Dockerfile .dockerignore pyproject.toml README.md constraints.txt predictors)
+inputs_digest() {  # extra paths...
+    (cd "$root" && {
+        printf '%s\n' "${flags[@]}" "$@"
+        find "${CONTEXT_INPUTS[@]}" "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
+            | sort -z | xargs -0 sha256sum
+    } | sha256sum | cut -c1-16)
+}
+
+build() {  # tag bake [extra input paths]
+    local started=$SECONDS tag=$1 bake=$2 digest
+    shift 2
+    digest=$(inputs_digest "$@")
+    if [ "$("$engine" image inspect --format '{{index .Config.Labels "predictors.build-inputs"}}' "predictors:$tag" 2>/dev/null)" = "$digest" ]; then
+        echo "predictors:$tag  $(($("$engine" image inspect --format '{{.Size}}' "predictors:$tag") / 1000000)) MB  up to date (inputs $digest)"
+        return
+    fi
+    echo "== $engine build -t predictors:$tag (BAKE_MODELS=$bake)" >&2
+    "$engine" build --layers --tag "predictors:$tag" --build-arg "BAKE_MODELS=$bake" \
+        --label "predictors.build-inputs=$digest" "${flags[@]}" "$root" >&2
     local size
-    size=$("$engine" image inspect --format '{{.Size}}' "predictors:$1")
-    echo "predictors:$1  $((size / 1000000)) MB  built in $((SECONDS - started))s"
+    size=$("$engine" image inspect --format '{{.Size}}' "predictors:$tag")
+    echo "predictors:$tag  $((size / 1000000)) MB  built in $((SECONDS - started))s"
 }
 
 if [ "$which" = plain ] || [ "$which" = all ]; then
@@ -63,5 +83,5 @@ if [ "$which" = demo ] || [ "$which" = all ]; then
             exit 1
         fi
     done
-    build demo true
+    build demo true models
 fi

@@ -259,3 +259,19 @@ def test_image_install_steps_in_a_fresh_venv(dockerfile, tmp_path):
     frozen = subprocess.run(pip + ["list", "--format", "json"], capture_output=True, text=True, env=env)
     torch_version = {p["name"]: p["version"] for p in json.loads(frozen.stdout)}.get("torch", "")
     assert torch_version.endswith("+cpu"), torch_version
+
+
+def test_build_script_input_digest_covers_every_copied_path(dockerfile):
+    """tools/image/build.sh skips a build whose inputs it has seen: it must hash every path a COPY reads."""
+    script = (ROOT / "tools" / "image" / "build.sh").read_text()
+    listed = re.search(r"^CONTEXT_INPUTS=\((.*)\)$", script, re.M)
+    assert listed, "CONTEXT_INPUTS=(...) not found in tools/image/build.sh"
+    hashed = set(listed.group(1).split()) | {"models"}  # models/ is added for the demo image
+    for stage in dockerfile.stages:
+        for copy in stage.all("COPY"):
+            if "--from=" in copy.value:
+                continue
+            sources = [w for w in copy.value.split() if not w.startswith("--")][:-1]
+            for source in sources:
+                assert source.split("/")[0] in hashed, f"line {copy.line}: COPY {source} is not in the build input digest"
+    assert {"Dockerfile", ".dockerignore"} <= hashed
