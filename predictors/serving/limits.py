@@ -118,7 +118,7 @@ class BodyLimit:
         finally:
             if large:  # give the parsed copies' heap pages back, so the pod's RSS returns to where it was
                 del decoded
-                await asyncio.to_thread(_trim_heap)
+                await asyncio.to_thread(trim_heap)
 
     @staticmethod
     async def _read(receive: Receive, content_length: str | None, limit: int) -> bytes:
@@ -155,7 +155,7 @@ async def _discard_body(receive: Receive, max_bytes: int) -> None:
         read += len(message.get("body", b""))
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """glibc keeps freed memory for reuse; malloc_trim returns it to the OS (a no-op elsewhere)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
