@@ -13,7 +13,6 @@ one that is ready.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
 import time
@@ -37,6 +36,7 @@ from ..model import (
 from ..model.files import PREDICTOR_FILE
 from ..tasks import load_model_config
 from .errors import BadModelName, LoadFailed, ModelUnavailable, UnknownModel, UnknownVersion
+from .limits import trim_heap
 from .predictor import TextPredictor
 
 logger = logging.getLogger("kserve.predictors")
@@ -52,10 +52,7 @@ def versioned_key(name: str, version: str) -> str:
 def _release_memory() -> None:
     """Give freed heap pages back to the OS so an unload shows in the pod's RSS."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_heap()
 
 
 @dataclass
