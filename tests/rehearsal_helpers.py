@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -146,3 +148,45 @@ def wait_until_in_flight(url: str, name: str, before: float, finished: Callable[
     while preprocessed(url, name) <= before:
         assert time.monotonic() < deadline and not finished(), "the slow request never reached the model"
         time.sleep(0.02)
+
+
+# ---- termination --------------------------------------------------------------------------------
+def pre_stop_while_serving(hook: list[str], url: str, name: str, grace: float, env: dict[str, str] | None = None) -> None:
+    """Runs the preStop hook (`hook`: the argv that runs it, here or inside the container) and
+    checks that the pod keeps serving while it runs and that it ends within the grace period."""
+    pre_stop = subprocess.Popen(hook, env=env)
+    status, _ = post(f"{url}/v2/models/{name}/infer", texts_body(["Still serving during preStop."]))
+    assert status == 200, "the pod must keep serving while its preStop hook runs"
+    try:
+        assert pre_stop.wait(timeout=grace) == 0, f"preStop {hook} failed"
+    except subprocess.TimeoutExpired:
+        pre_stop.kill()
+        pytest.fail(f"preStop {hook} outlasts terminationGracePeriodSeconds={grace}; kubelet would SIGKILL the pod")
+
+
+class RequestInFlight:
+    """A request of `count` slow texts on a thread; `start()` returns once the model is computing it."""
+
+    def __init__(self, url: str, name: str, count: int) -> None:
+        self.url, self.name, self.count = url, name, count
+        self.outcome: dict = {}
+        self.thread = threading.Thread(target=self._send)
+
+    def _send(self) -> None:
+        self.outcome["status"], self.outcome["reply"] = post(
+            f"{self.url}/v2/models/{self.name}/infer", texts_body(slow_texts(self.count)))
+        self.outcome["done"] = time.monotonic()
+
+    def start(self) -> "RequestInFlight":
+        before = preprocessed(self.url, self.name)
+        self.thread.start()
+        wait_until_in_flight(self.url, self.name, before, finished=lambda: "done" in self.outcome)
+        return self
+
+    def check_answered(self, sigterm: float, log_tail: str) -> float:
+        """Asserts the request was answered in full after SIGTERM; returns seconds from SIGTERM to its answer."""
+        self.thread.join(timeout=30)
+        assert self.outcome.get("status") == 200, f"in-flight request dropped by SIGTERM: {self.outcome}\n{log_tail}"
+        assert self.outcome["done"] > sigterm, "the request finished before SIGTERM; it was not in flight (make it slower)"
+        assert all(o["shape"][0] == self.count for o in self.outcome["reply"]["outputs"])
+        return self.outcome["done"] - sigterm

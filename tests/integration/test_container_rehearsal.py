@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
@@ -39,16 +38,17 @@ from predictors.deploy.merge import effective_container, resolve_env
 from ..conftest import DEMO_MODELS, free_port, http_status
 from ..rehearsal_helpers import (
     ROOT,
+    SLOW_REQUEST_TEXTS,
+    RequestInFlight,
     budget,
     isvc_files,
     model_folder,
     post,
+    pre_stop_while_serving,
     preprocessed,
     serving_runtime,
-    slow_texts,
     texts_body,
     wait_for_probe,
-    wait_until_in_flight,
 )
 
 BUILD_SCRIPT = ROOT / "tools" / "image" / "build.sh"
@@ -57,7 +57,6 @@ BUILD_TIMEOUT_SECONDS = 3600  # a cold build installs torch; a warm one takes se
 EMPTY_DIR_SIZE = "256m"  # a pod's emptyDir volume, as a tmpfs
 #: Paths the container must not be able to write to, unless the pod mounts a volume there.
 READ_ONLY_PATHS = ("/", "/app", "/opt/venv", "/mnt/models", "/home/predictors", "/tmp", "/var/tmp")
-SLOW_REQUEST_TEXTS = 300
 
 
 def podman_env() -> dict[str, str]:
@@ -263,26 +262,8 @@ def test_container_rehearsal(manifest: Path, image: None, tmp_path: Path):
         grace = predictor["terminationGracePeriodSeconds"]
         hook = container["lifecycle"]["preStop"]["exec"]["command"]
         terminating = time.monotonic()
-        pre_stop = subprocess.Popen(["podman", "exec", container_name, *hook], env=podman_env())
-        status, _ = post(f"{url}/v2/models/{name}/infer", texts_body(["Still serving during preStop."]))
-        assert status == 200, "the pod must keep serving while its preStop hook runs"
-        try:
-            assert pre_stop.wait(timeout=grace) == 0, f"preStop {hook} failed inside the container"
-        except subprocess.TimeoutExpired:
-            pre_stop.kill()
-            pytest.fail(f"preStop {hook} outlasts terminationGracePeriodSeconds={grace}; kubelet would SIGKILL the pod")
-
-        outcome: dict = {}
-        slow_count = min(SLOW_REQUEST_TEXTS, int(model_config["max_batch"]))
-
-        def slow_request() -> None:
-            outcome["status"], outcome["reply"] = post(f"{url}/v2/models/{name}/infer", texts_body(slow_texts(slow_count)))
-            outcome["done"] = time.monotonic()
-
-        before = preprocessed(url, name)
-        client = threading.Thread(target=slow_request)
-        client.start()
-        wait_until_in_flight(url, name, before, finished=lambda: "done" in outcome)
+        pre_stop_while_serving(["podman", "exec", container_name, *hook], url, name, grace, env=podman_env())
+        in_flight = RequestInFlight(url, name, min(SLOW_REQUEST_TEXTS, int(model_config["max_batch"]))).start()
         sigterm = time.monotonic()
         podman("kill", "--signal", "TERM", container_name)
         try:
@@ -291,13 +272,10 @@ def test_container_rehearsal(manifest: Path, image: None, tmp_path: Path):
             pytest.fail(f"{name} still running {grace}s after termination began; kubelet would SIGKILL it:\n"
                         f"{running.log_tail()}")
         exited = time.monotonic()
-        client.join(timeout=30)
-        assert outcome.get("status") == 200, f"in-flight request dropped by SIGTERM: {outcome}\n{running.log_tail()}"
-        assert outcome["done"] > sigterm, "the request finished before SIGTERM; it was not in flight (make it slower)"
-        assert all(o["shape"][0] == slow_count for o in outcome["reply"]["outputs"])
+        answered = in_flight.check_answered(sigterm, running.log_tail())
         exit_code = podman("inspect", "--format", "{{.State.ExitCode}}", container_name).stdout.strip()
         assert exit_code == "0", f"exit code {exit_code} after SIGTERM:\n{running.log_tail()}"
-        print(f"{name} (container): in-flight request answered {outcome['done'] - sigterm:.1f}s after SIGTERM; "
+        print(f"{name} (container): in-flight request answered {answered:.1f}s after SIGTERM; "
               f"exited {exited - terminating:.1f}s into a {grace}s grace period")
     finally:
         running.remove()
