@@ -83,6 +83,7 @@ def runtime_container(image: str = DEFAULT_IMAGE, knative: bool = False) -> dict
             "runAsUser": RUN_AS_USER,
             "runAsGroup": RUN_AS_USER,
             "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,  # the server writes nothing (the container rehearsal runs it so)
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
