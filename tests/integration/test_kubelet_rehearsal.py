@@ -27,7 +27,6 @@ import math
 import os
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -38,8 +37,8 @@ import yaml
 from predictors.deploy.merge import effective_container, local_command, local_port_map, resolve_env
 from predictors.deploy.runtime import DEFAULT_DRAIN_SECONDS, DRAIN_ENV
 from tests.rehearsal_helpers import (
-    ROOT, SLOW_REQUEST_TEXTS, budget, isvc_files, model_folder, post, preprocessed, serving_runtime, slow_texts,
-    texts_body, wait_for_probe, wait_until_in_flight,
+    ROOT, SLOW_REQUEST_TEXTS, RequestInFlight, budget, isvc_files, model_folder, post, pre_stop_while_serving,
+    serving_runtime, texts_body, wait_for_probe,
 )
 from tests.unit.deploy.dockerfile_parser import parse
 
@@ -118,26 +117,10 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
         drain = int(env.get(DRAIN_ENV, DEFAULT_DRAIN_SECONDS))
         assert drain == grace - int(hook[-1]), f"{DRAIN_ENV}={drain} is not terminationGracePeriodSeconds - preStop"
         terminating = time.monotonic()
-        pre_stop = subprocess.Popen(hook)
-        status, _ = post(f"{url}/v2/models/{name}/infer", texts_body(["Still serving during preStop."]))
-        assert status == 200, "the pod must keep serving while its preStop hook runs"
-        try:
-            assert pre_stop.wait(timeout=grace) == 0, f"preStop {hook} failed"
-        except subprocess.TimeoutExpired:
-            pre_stop.kill()
-            pytest.fail(f"preStop {hook} outlasts terminationGracePeriodSeconds={grace}; kubelet would SIGKILL the pod")
+        pre_stop_while_serving(hook, url, name, grace)
 
-        outcome: dict = {}
         slow_count = min(SLOW_REQUEST_TEXTS, int(config["max_batch"]))  # the largest request the model accepts
-
-        def slow_request() -> None:
-            outcome["status"], outcome["reply"] = post(f"{url}/v2/models/{name}/infer", texts_body(slow_texts(slow_count)))
-            outcome["done"] = time.monotonic()
-
-        before = preprocessed(url, name)
-        client = threading.Thread(target=slow_request)
-        client.start()
-        wait_until_in_flight(url, name, before, lambda: "done" in outcome)  # SIGTERM once it is computing
+        in_flight = RequestInFlight(url, name, slow_count).start()  # SIGTERM once it is computing
         sigterm = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:
@@ -145,11 +128,8 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
         except subprocess.TimeoutExpired:
             pytest.fail(f"{name} still running {grace}s after termination began; kubelet would SIGKILL it:\n{log.read_text()[-3000:]}")
         exited = time.monotonic()
-        client.join(timeout=30)
-        assert outcome.get("status") == 200, f"in-flight request dropped by SIGTERM: {outcome}\n{log.read_text()[-3000:]}"
-        assert outcome["done"] > sigterm, "the request finished before SIGTERM; it was not in flight (make it slower)"
-        assert all(o["shape"][0] == slow_count for o in outcome["reply"]["outputs"])
-        print(f"{name}: in-flight request completed {outcome['done'] - sigterm:.1f}s after SIGTERM; "
+        answered = in_flight.check_answered(sigterm, log.read_text()[-3000:])
+        print(f"{name}: in-flight request completed {answered:.1f}s after SIGTERM; "
               f"exited {exited - terminating:.1f}s into a {grace}s grace period (code {process.returncode})")
     finally:
         if process.poll() is None:
