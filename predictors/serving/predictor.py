@@ -78,6 +78,8 @@ class TextPredictor(kserve.Model):
                 return True
             started = time.monotonic()
             self.choice = choose_backend(self.config)
+            for refused in self.choice.refused:
+                logger.warning("model %s: not serving %s (see export_report.json)", self.name, refused)
             try:
                 self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=1)
             except Exception as exc:
