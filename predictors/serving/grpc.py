@@ -13,6 +13,7 @@ Bugs worked around here (seen in kserve 0.21.0):
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 from typing import Any
 
@@ -20,7 +21,6 @@ import grpc
 from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.grpc.interceptors import LoggingInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -44,19 +44,26 @@ def request_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 class StatusInterceptor(AsyncServerInterceptor):
-    """Every exception a handler raises becomes a status code and a message, never UNKNOWN."""
+    """Every exception a handler raises becomes a status code and a message, never UNKNOWN; and one
+    access-log line per call, written once the request id is known (so it carries it)."""
 
     async def intercept(self, method: Any, request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
             return await method(request_or_iterator, context)
         except Exception as exc:
             if isinstance(exc, aio.AbortError):
+                code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             _, code, message, _ = classify(exc)
             if code == grpc.StatusCode.INTERNAL:
                 logger.error("grpc %s failed", method_name, exc_info=exc)
             request_id = current_request_id()
             await context.abort(code, f"{message} (request id {request_id})" if request_id else message)
+        finally:
+            logger.info("grpc %s %s %.1f ms", method_name.rsplit("/", 1)[-1], getattr(code, "name", code),
+                        1000 * (time.perf_counter() - started))
 
 
 class PredictorServicer(InferenceServicer):
@@ -113,7 +120,7 @@ class PredictorGRPCServer(GRPCServer):
     async def start(self, max_workers: int) -> None:
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(LoggingInterceptor(), StatusInterceptor(), RequestIdInterceptor()),
+            interceptors=(StatusInterceptor(), RequestIdInterceptor()),
             options=[
                 ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
                 ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),

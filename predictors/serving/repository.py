@@ -25,6 +25,7 @@ from kserve.model_repository import ModelRepository
 from ..model import (
     ModelConfigError,
     ModelNameError,
+    ModelSettingsError,
     check_model_name,
     folder_fingerprint,
     is_model_folder,
@@ -245,7 +246,7 @@ class PredictorRepository(ModelRepository):
             if not wanted:
                 raise ModelConfigError(f"model '{entry.name}': no version folder matches version_policy in {entry.folder}")
             entry.error = ""
-        except ModelConfigError as exc:
+        except ModelSettingsError as exc:  # a bad predictor.yaml (ModelConfigError is one too)
             entry.error = str(exc)
             raise LoadFailed(str(exc)) from None
         failures: list[str] = []

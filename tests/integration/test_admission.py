@@ -40,13 +40,14 @@ def admission_server(demo_models, tmp_path_factory):
         running.stop()
 
 
+REVIEW = ("the coffee arrived quickly and the bag was sealed, but the taste was flat and a little bitter, "
+          "nothing like the rich flavour described on the label; I would not order it again. ")
+
+
 def review_texts(count: int, tag: str) -> list[str]:
-    """Distinct review-length texts (~50 tokens), so a request of a few hundred takes seconds."""
-    return [
-        f"{tag} {i}: the coffee arrived quickly and the bag was sealed, but the taste was flat and a "
-        f"little bitter, nothing like the rich flavour described on the label; I would not order it again."
-        for i in range(count)
-    ]
+    """Distinct long review texts (~200 tokens), so a request of a few hundred takes seconds even on
+    a quiet machine: the queue is still full when the next request arrives."""
+    return [f"{tag} {i}: " + REVIEW * 4 for i in range(count)]
 
 
 def v2_body(texts: list[str], **parameters) -> dict:
