@@ -150,7 +150,7 @@ class PredictorRepository(ModelRepository):
             return f"unloaded; load it again with POST /v2/repository/models/{entry.name}/load"
         build = read_build_status(entry.folder)
         if build is not None:
-            return f"{'building' if build.building else 'build failed'}: {build.message}"
+            return build.message if build.building else f"build failed: {build.message}"  # "building: ..."
         if entry.error:
             return f"failed to load: {entry.error}"
         reasons = [f"version {v}: {s.reason}" for v, s in sorted(entry.slots.items()) if s.reason]
