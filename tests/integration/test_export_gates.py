@@ -43,9 +43,6 @@ def test_demo_export_passed_its_gates_and_is_served_as_int8(demo_models, model):
         assert entry["installed"] and entry["gate"]["passed"] and not entry["forced"], entry["gate"]
         assert (folder / name).stat().st_size == entry["size_bytes"]
     assert report["quantization"]["passed"] in [q.name for q in LADDER]
-    throughput = report["throughput"]
-    for backend in ("hf_fp32", "onnx_fp32", "onnx_int8"):
-        assert throughput[backend]["batch_1"] > 0 and throughput[backend]["batch_8"] > 0
     assert {"torch", "transformers", "onnxruntime", "onnx"} <= set(report["versions"])
     choice = choose_backend(load_model_config(folder))
     assert (choice.name, choice.weights.name) == ("onnx", "model.int8.onnx")

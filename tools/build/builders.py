@@ -231,7 +231,9 @@ def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> None:
 
     progress.status(phase["name"], force=True)
     try:
-        export_model(folder, log=on_message, overrides=served_settings(spec.name))
+        # No throughput measurement: a folder does not need it, and it costs ~25 s of a cold build
+        # (benchmarks/onnx_throughput.py measures it).
+        export_model(folder, log=on_message, overrides=served_settings(spec.name), benchmark=False)
     except GateFailed as exc:
         if any(result.precision == "fp32" for result in exc.results):
             raise BuildError(str(exc)) from exc
