@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady, UnsupportedProtocol
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .request_ids import current_request_id
+
 logger = logging.getLogger("kserve.predictors")
 
 
@@ -86,14 +88,9 @@ class DeadlineExceeded(ServingError):
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def _request_id(request: Request | None) -> str | None:
-    state = getattr(request, "state", None)
-    return getattr(state, "request_id", None) or (request.headers.get("x-request-id") if request is not None else None)
-
-
 def error_response(request: Request | None, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
-    request_id = _request_id(request)
+    request_id = current_request_id()
     if request_id:
         body["request_id"] = request_id
     return JSONResponse(status_code=status, content=body, headers=headers)

@@ -5,7 +5,6 @@ clients are cut off; a client that hangs up has its queued work cancelled)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -97,14 +96,6 @@ LIVENESS_PATHS = ("/", "/v2/health/live", "/v1/health/live")
 _INFER_PATH = re.compile(r"^/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer$|^/v1/models/(?P<v1>[^/:]+):predict$")
 
 
-async def _send_json(send: Any, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-    payload = json.dumps(body).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
-
-
 class ConnectionGuard:
     """ASGI middleware, outermost. Liveness is answered here, so it never waits behind inference or
     body parsing; an inference request to a model whose queue is full gets its 429 before its body
@@ -129,12 +120,13 @@ class ConnectionGuard:
             await self.app(scope, receive, send)
             return
         if scope.get("method") == "GET" and scope.get("path") in LIVENESS_PATHS:
-            await _send_json(send, 200, {"status": "alive"} if scope["path"] == "/" else {"live": True})
+            await JSONResponse({"status": "alive"} if scope["path"] == "/" else {"live": True})(scope, receive, send)
             return
         refusal = self._refusal(scope)
         if refusal is not None:
             logger.info("request refused before reading its body: %s", refusal.message)
-            await _send_json(send, int(refusal.http_status), {"error": refusal.message}, refusal.headers())
+            response = JSONResponse({"error": refusal.message}, status_code=int(refusal.http_status), headers=refusal.headers())
+            await response(scope, receive, send)
             return
         body_done = asyncio.Event()
         disconnected: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -193,7 +185,7 @@ def register_routes(app: FastAPI, repository: PredictorRepository, dataplane: An
         if is_stopping():
             return error_response(request, 503, "shutting down")
         missing = repository.not_ready()
-        if missing or not repository.get_models():
+        if not repository.ready():
             detail = "; ".join(f"{name}: {why}" for name, why in sorted(missing.items())) or "no model is loaded"
             return JSONResponse(status_code=503, content={"ready": False, "error": f"not ready: {detail}", "models": missing})
         return JSONResponse({"ready": True})

@@ -179,6 +179,10 @@ class PredictorRepository(ModelRepository):
                 rows.append({"name": name, "version": version, "state": slot.state, "reason": reason})
         return rows
 
+    def ready(self) -> bool:
+        """Server readiness: some model serves and none that can load is still missing."""
+        return bool(self.get_models()) and not self.not_ready()
+
     def not_ready(self) -> dict[str, str]:
         """Models that hold readiness back, with why. A model that failed to load does not (unless
         strict); one still loading or building does."""

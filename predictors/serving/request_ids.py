@@ -98,7 +98,6 @@ class RequestIdMiddleware:
         header = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == HEADER.encode()), None)
         protocol, key = _infer_route(scope.get("path", ""))
         context = begin(header, key[0] if key else None)
-        scope.setdefault("state", {})["request_id"] = context.request_id
         status = 500
         started = time.perf_counter()
 

@@ -56,7 +56,7 @@ class HonestDataPlane(DataPlane):
         self.repository = repository
 
     async def ready(self) -> bool:
-        return bool(self.repository.get_models()) and not self.repository.not_ready()
+        return self.repository.ready()
 
     async def get_model(self, name: str) -> TextPredictor:
         base, _, version = name.partition(VERSION_SEPARATOR)

@@ -24,7 +24,6 @@ seen: dict[str, object] = {}
 
 async def infer(request: Request) -> JSONResponse:
     seen["context_id"] = request_ids.current_request_id()
-    seen["state_id"] = request.state.request_id
     body = await request.json()
     echoed = request_ids.adopt(body.get("id"), texts=len(body.get("texts", [])))
     status = 400 if body.get("fail") else 200
@@ -50,7 +49,7 @@ def test_header_id_is_honoured_and_echoed(tmp_path):
     http = client(tmp_path)
     reply = http.post("/v2/models/ids-stand-in/infer", json={"texts": ["x"]}, headers={"x-request-id": "abc-1"})
     assert reply.headers["x-request-id"] == "abc-1" and reply.json()["id"] == "abc-1"
-    assert seen["context_id"] == seen["state_id"] == "abc-1"
+    assert seen["context_id"] == "abc-1"
 
 
 def test_body_id_used_when_no_header_and_generated_when_neither(tmp_path):
