@@ -84,6 +84,7 @@ class _Request:
     texts: list[str]
     tokens: list[int]
     deadline: float | None
+    timeout_seconds: float | None  # what the client asked for, for the error message
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     enqueued_at: float = 0.0
@@ -316,6 +317,7 @@ class Scheduler:
             texts=texts,
             tokens=tokens,
             deadline=None if timeout_seconds is None else time.monotonic() + timeout_seconds,
+            timeout_seconds=timeout_seconds,
             enqueued_at=time.monotonic(),
             loop=loop,
             future=loop.create_future(),
@@ -411,7 +413,7 @@ class Scheduler:
                     now = time.monotonic()
                     self.hooks.started(sum(now - r.enqueued_at for r, _ in batch) / len(batch), len(batch))
                 for request in late:
-                    request.resolve(deadline_exceeded(self.name, None, len(request.texts)))
+                    request.resolve(deadline_exceeded(self.name, request.timeout_seconds, len(request.texts)))
                 if batch:
                     self._run(batch)
 

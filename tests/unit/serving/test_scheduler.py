@@ -173,6 +173,31 @@ def test_work_not_started_by_the_deadline_is_dropped():
     assert scheduler.counters["deadline_exceeded"] == 1 and scheduler.counters["texts_dropped"] == 5
 
 
+def test_work_a_worker_finds_past_its_deadline_names_the_deadline():
+    """The worker, not the waiting coroutine, notices the deadline first when the event loop is busy:
+    its answer names the client's deadline just the same."""
+    gate = threading.Event()
+    runner = StandInRunner(gate=gate)
+    scheduler = make_scheduler(runner, batch_size=1)
+
+    async def main():
+        busy = asyncio.create_task(scheduler.submit(["busy"]))
+        await asyncio.sleep(0.02)
+        late = asyncio.create_task(scheduler.submit(texts_of("late", 3), timeout_seconds=0.1))
+        await asyncio.sleep(0)  # queued
+        time.sleep(0.2)  # the loop is blocked past the deadline ...
+        gate.set()
+        time.sleep(0.2)  # ... while the worker finishes "busy" and drops the late request
+        with pytest.raises(DeadlineExceeded) as dropped:
+            await late
+        assert "100 ms deadline" in dropped.value.message
+        await busy
+
+    asyncio.run(main())
+    scheduler.stop()
+    assert scheduler.counters["deadline_exceeded"] == 1
+
+
 def test_cancelling_the_caller_drops_its_queued_work():
     gate = threading.Event()
     runner = StandInRunner(gate=gate)
