@@ -10,12 +10,11 @@ import os
 import re
 from typing import Any, Union
 
-import h11
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from kserve.protocol.rest.v2_endpoints import V2Endpoints
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import ServingError, error_response
 from .repository import PredictorRepository, versioned_key
@@ -42,54 +41,57 @@ class BodyTimeout(ServingError):
         super().__init__(f"the request body did not arrive within {seconds:.0f} s; send the whole body promptly")
 
 
-class TimedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline for the request headers: an idle connection or
-    one that dribbles its headers a byte at a time is closed (uvicorn has no such timeout)."""
+class TimedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools (C parser) HTTP/1.1 protocol with a deadline for the request headers: an
+    idle connection or one that dribbles its headers a byte at a time is closed (uvicorn has no such
+    timeout). A request already begun gets a JSON 408 first."""
 
     header_timeout = HEADER_TIMEOUT_SECONDS
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._request_begun = False
         self._arm_header_deadline()
 
     def _arm_header_deadline(self) -> None:
-        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        self._header_deadline: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _waiting_for_headers(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if not self._waiting_for_headers() and self._header_deadline is not None:
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._request_begun = True
+
+    def on_headers_complete(self) -> None:
+        self._request_begun = False
+        if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and self._header_deadline is None:
             self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header_deadline is not None:
             self._header_deadline.cancel()
+            self._header_deadline = None
         super().connection_lost(exc)
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
         if self._waiting_for_headers() and not self.transport.is_closing():
             logger.info("closing a connection from %s: no complete request headers within %.0fs", self.client, self.header_timeout)
-            if self.conn.our_state is h11.IDLE and self.conn.their_state is not h11.IDLE:
-                self.send_408()
+            if self._request_begun:
+                body = b'{"error":"request headers did not arrive in time"}'
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                    b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+                )
             self.transport.close()
-
-    def send_408(self) -> None:
-        body = b'{"error":"request headers did not arrive in time"}'
-        event = h11.Response(status_code=408, reason=b"Request Timeout", headers=[
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")])
-        try:
-            self.transport.write(self.conn.send(event) + self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage()))
-        except h11.LocalProtocolError:
-            pass
 
 
 LIVENESS_PATHS = ("/", "/v2/health/live", "/v1/health/live")

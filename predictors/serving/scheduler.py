@@ -222,6 +222,7 @@ class Scheduler:
         self.settings = settings
         self.hooks = hooks or SchedulerHooks()
         self.batch_size = settings.batch_size if settings.batches_across_requests else 1
+        self._parallel = min(settings.workers, cpu_limit())  # read once: it is on every request's path
         self._queue = FairQueue()
         self._lock = threading.Lock()
         self._work_ready = threading.Condition(self._lock)
@@ -268,7 +269,7 @@ class Scheduler:
     def texts_per_second(self) -> float | None:
         if not self.seconds_per_text:
             return None
-        return min(self.settings.workers, cpu_limit()) / self.seconds_per_text
+        return self._parallel / self.seconds_per_text
 
     @property
     def queue_limit(self) -> int | None:
