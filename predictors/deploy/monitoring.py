@@ -53,6 +53,8 @@ QUERIES: dict[str, list[str]] = {
     "Client error ratio": [
         f"sum by (model) (rate(predictors_requests_total{{{SEL}, outcome=\"client_error\"}}[{RATE}]))"
         f" / sum by (model) (rate(predictors_requests_total{{{SEL}}}[{RATE}]))"],
+    "Refused as overloaded (429) per second": [
+        f"sum by (model, protocol) (rate(predictors_requests_total{{{SEL}, outcome=\"overloaded\"}}[{RATE}]))"],
     "Request latency p50 / p95 / p99": [
         quantile(q, "predictors_request_duration_seconds") for q in (0.5, 0.95, 0.99)],
     "p99 latency per stage": [quantile(0.99, "predictors_stage_duration_seconds", by="model, stage")],

@@ -35,7 +35,7 @@ SCORE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 ENTITY_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21)
 
 PROTOCOLS = ("v2_rest", "v2_grpc", "v1")
-OUTCOMES = ("success", "client_error", "not_ready", "timeout", "server_error")
+OUTCOMES = ("success", "client_error", "overloaded", "not_ready", "timeout", "server_error")
 STAGES = ("queue", "tokenize", "backend", "postprocess")
 
 REQUESTS = Counter(
@@ -184,6 +184,8 @@ def outcome_for_status(status: int) -> str:
         return "success"
     if status == 503:
         return "not_ready"
+    if status == 429:  # refused by admission control: a capacity signal, not a client mistake
+        return "overloaded"
     if status in (408, 504):
         return "timeout"
     return "client_error" if status < 500 else "server_error"

@@ -98,7 +98,7 @@ class RequestIdMiddleware:
         header = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == HEADER.encode()), None)
         protocol, key = _infer_route(scope.get("path", ""))
         context = begin(header, key[0] if key else None)
-        status = 500
+        status = 499  # stays so when no answer was sent: the client hung up (nginx's "client closed request")
         started = time.perf_counter()
 
         async def send_with_id(message: dict) -> None:

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from predictors.model import DRIFT_REFERENCE_FILE, ModelConfig
 from predictors.serving import drift, metrics
+from predictors.serving.errors import QueueFull
 
 
 class StandInModel(SimpleNamespace):
@@ -80,7 +81,8 @@ def test_chunk_stage_and_queue_observations(tmp_path):
 def test_outcomes_and_bounded_model_labels(tmp_path):
     model = stand_in_model(tmp_path, "outcome-stand-in")  # tracked weakly: keep it alive
     assert [metrics.outcome_for_status(s) for s in (200, 400, 404, 429, 503, 504, 500)] == [
-        "success", "client_error", "client_error", "client_error", "not_ready", "timeout", "server_error"]
+        "success", "client_error", "client_error", "overloaded", "not_ready", "timeout", "server_error"]
+    assert metrics.outcome_for_exception(QueueFull("full", 1.0)) == "overloaded"
     assert metrics.outcome_for_exception(InvalidInput("x")) == "client_error"
     assert metrics.outcome_for_exception(ModelNotReady("m")) == "not_ready"
     assert metrics.outcome_for_exception(RuntimeError("boom")) == "server_error"
