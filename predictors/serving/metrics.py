@@ -59,6 +59,10 @@ TEXTS_PER_REQUEST = Histogram("predictors_request_texts", "Texts per inference r
 CHUNKS_PER_REQUEST = Histogram(
     "predictors_request_chunks", "Chunks (backend runs) per inference request.", MODEL_LABELS, buckets=COUNT_BUCKETS
 )
+BATCH_TEXTS = Histogram(
+    "predictors_batch_texts", "Texts per batch a worker ran (one backend run, across requests where the backend batches).",
+    MODEL_LABELS, buckets=COUNT_BUCKETS,
+)
 TOKENS_PER_TEXT = Histogram(
     "predictors_text_tokens", "Tokens per text after truncation, special tokens included.", MODEL_LABELS,
     buckets=TOKEN_BUCKETS,
@@ -117,7 +121,7 @@ def _initialize_series(model: Any) -> None:
             TEXTS.labels(*key, protocol, outcome)
     for stage in STAGES:
         STAGE_SECONDS.labels(*key, stage)
-    for metric in (TEXTS_PER_REQUEST, CHUNKS_PER_REQUEST, TOKENS_PER_TEXT, TRUNCATED, PADDING, IN_FLIGHT, QUEUED):
+    for metric in (TEXTS_PER_REQUEST, CHUNKS_PER_REQUEST, BATCH_TEXTS, TOKENS_PER_TEXT, TRUNCATED, PADDING, IN_FLIGHT, QUEUED):
         metric.labels(*key)
     if model.config.task == "classification":
         TOP_SCORE.labels(*key)
@@ -250,6 +254,7 @@ def observe_queue_wait(model: Any, seconds: float, texts: int, key: tuple[str, s
     key = key or labels(model)
     QUEUED.labels(*key).dec(texts)
     STAGE_SECONDS.labels(*key, "queue").observe(seconds)
+    BATCH_TEXTS.labels(*key).observe(texts)
 
 
 def observe_chunk(model: Any, batch: Any) -> None:

@@ -121,6 +121,12 @@ class _Request:
             pass
 
 
+#: Texts from other requests join a batch only while its padding stays within this share of the
+#: padded tokens: with 32 one-text clients on review-sentiment (torch) a cap of 0.1 gave 85 texts/s
+#: against 79 with none (batches of 8 at 24 % padding); 0.05 gave the same as 0.1.
+MAX_TOP_UP_PADDING = 0.1
+
+
 class FairQueue:
     """Requests' pending texts, served round-robin. Not thread-safe: the scheduler holds its lock."""
 
@@ -153,7 +159,8 @@ class FairQueue:
     def next_batch(self, batch_size: int, max_tokens: int, across_requests: bool) -> list[tuple[_Request, int]]:
         """The next request in turn gives its shortest pending texts (up to batch_size, padded size
         within max_tokens; always at least one text); with `across_requests`, room left is filled
-        with other requests' pending texts closest in length."""
+        with other requests' pending texts closest in length, as long as the batch's padding stays
+        within MAX_TOP_UP_PADDING."""
         if not self._requests:
             return []
         head = self._requests.popleft()
@@ -174,11 +181,16 @@ class FairQueue:
                 for i in list(other.pending)[:batch_size]
             ]
             candidates.sort(key=lambda c: (c[0], c[1]))
+            total = sum(r.tokens[i] for r, i in batch)
             for _, _, other, i in candidates:
                 if len(batch) >= batch_size:
                     break
-                if max(longest, other.tokens[i]) * (len(batch) + 1) > max_tokens:
+                widest = max(longest, other.tokens[i])
+                if widest * (len(batch) + 1) > max_tokens:
                     continue
+                if 1 - (total + other.tokens[i]) / (widest * (len(batch) + 1)) > MAX_TOP_UP_PADDING:
+                    continue
+                total += other.tokens[i]
                 other.pending.remove(i)
                 batch.append((other, i))
                 longest = max(longest, other.tokens[i])

@@ -14,6 +14,7 @@ from kserve.errors import InvalidInput
 
 from predictors.serving.admission import request_timeout_seconds
 from predictors.serving.errors import DeadlineExceeded, QueueFull
+from predictors.serving import scheduler as scheduler_module
 from predictors.serving.scheduler import Scheduler, SchedulerSettings, assemble, estimate_tokens
 
 
@@ -124,6 +125,32 @@ def test_token_budget_bounds_padded_batch_size_and_per_text_backends_get_one_tex
     asyncio.run(scheduler.submit(texts_of("t", 10)))
     scheduler.stop()
     assert all(len(batch) == 1 for batch in runner.batches)
+
+
+def test_other_requests_texts_join_a_batch_only_while_padding_stays_low():
+    """Across requests a batch takes texts of close length; one that would pad the batch beyond
+    MAX_TOP_UP_PADDING waits for a batch of its own."""
+    gate = threading.Event()
+    runner = StandInRunner(gate=gate)
+    scheduler = make_scheduler(runner, batch_size=8)
+    lengths = [200, 204, 196, 40, 208, 400, 192]  # characters: ~52, 53, 51, 12, 54, 102, 50 tokens
+
+    async def main():
+        busy = asyncio.create_task(scheduler.submit(["busy"]))
+        await asyncio.sleep(0.02)
+        singles = [asyncio.create_task(scheduler.submit(["w" * n])) for n in lengths]
+        await asyncio.sleep(0.02)
+        gate.set()
+        await asyncio.gather(busy, *singles)
+
+    asyncio.run(main())
+    scheduler.stop()
+    batches = [sorted(len(t) for t in batch) for batch in runner.batches if batch != ["busy"]]
+    assert [192, 196, 200, 204, 208] in batches
+    assert [40] in batches and [400] in batches
+    for batch in batches:
+        tokens = [estimate_tokens("w" * n, 512) for n in batch]
+        assert len(batch) == 1 or 1 - sum(tokens) / (max(tokens) * len(tokens)) <= scheduler_module.MAX_TOP_UP_PADDING
 
 
 def test_a_request_over_the_queue_bound_is_refused_at_once():
