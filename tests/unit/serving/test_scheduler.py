@@ -49,6 +49,21 @@ def make_scheduler(runner, *, batch_size=4, max_batch_tokens=10_000, workers=1, 
     return scheduler
 
 
+def held_scheduler(**settings):
+    """A scheduler whose stand-in runner waits for `gate` before each batch: the first batch keeps
+    the worker busy, so later work stays queued until the test sets the gate."""
+    gate = threading.Event()
+    runner = StandInRunner(gate=gate)
+    return gate, runner, make_scheduler(runner, **settings)
+
+
+async def occupy(scheduler: Scheduler) -> asyncio.Task:
+    """Submit one text and give the worker time to take it (it then waits at the gate)."""
+    busy = asyncio.create_task(scheduler.submit(["busy"]))
+    await asyncio.sleep(0.02)
+    return busy
+
+
 def texts_of(prefix: str, count: int) -> list[str]:
     return [f"{prefix} {i} " + "x" * (i % 13) for i in range(count)]
 
@@ -178,13 +193,10 @@ def test_a_request_over_the_queue_bound_is_refused_at_once():
 
 
 def test_work_not_started_by_the_deadline_is_dropped():
-    gate = threading.Event()
-    runner = StandInRunner(gate=gate)
-    scheduler = make_scheduler(runner, batch_size=1)
+    gate, runner, scheduler = held_scheduler(batch_size=1)
 
     async def main():
-        busy = asyncio.create_task(scheduler.submit(["busy"]))
-        await asyncio.sleep(0.02)
+        busy = await occupy(scheduler)
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded) as late:
             await scheduler.submit(texts_of("late", 5), timeout_seconds=0.1)
@@ -203,13 +215,10 @@ def test_work_not_started_by_the_deadline_is_dropped():
 def test_work_a_worker_finds_past_its_deadline_names_the_deadline():
     """The worker, not the waiting coroutine, notices the deadline first when the event loop is busy:
     its answer names the client's deadline just the same."""
-    gate = threading.Event()
-    runner = StandInRunner(gate=gate)
-    scheduler = make_scheduler(runner, batch_size=1)
+    gate, runner, scheduler = held_scheduler(batch_size=1)
 
     async def main():
-        busy = asyncio.create_task(scheduler.submit(["busy"]))
-        await asyncio.sleep(0.02)
+        busy = await occupy(scheduler)
         late = asyncio.create_task(scheduler.submit(texts_of("late", 3), timeout_seconds=0.1))
         await asyncio.sleep(0)  # queued
         time.sleep(0.2)  # the loop is blocked past the deadline ...
