@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,6 +47,8 @@ results: dict[str, object] = {}
 
 
 def log(key: str, value: object) -> None:
+    if is_dataclass(value):
+        value = asdict(value)
     results[key] = value
     print(f"[load {os.getloadavg()[0]:.1f}] {key}: {value}", flush=True)
 
@@ -66,7 +69,13 @@ def short_texts(folder: Path, texts_file: Path | None) -> list[str]:
 
 
 # ---- raw limits -----------------------------------------------------------------------------
-def raw_texts_per_second(folder: Path, texts: list[str], batch: int, seconds: float) -> float:
+@dataclass(frozen=True)
+class RawRun:
+    texts_per_second: float
+    cpu_cores: float  # process CPU seconds per wall second
+
+
+def raw_run(folder: Path, texts: list[str], batch: int, seconds: float) -> RawRun:
     """Two threads (the server's two workers) running the pipeline on length-sorted batches."""
     from predictors.serving.predictor import TextPredictor
     from predictors.tasks import load_model_config
@@ -93,23 +102,20 @@ def raw_texts_per_second(folder: Path, texts: list[str], batch: int, seconds: fl
     for thread in threads:
         thread.join()
     seconds_taken = time.monotonic() - started
-    rate = done[0] / seconds_taken
-    RAW_CPU_CORES[(folder, batch)] = (time.process_time() - cpu_started) / seconds_taken
     predictor.stop()
-    return round(rate, 1)
+    return RawRun(round(done[0] / seconds_taken, 1), round((time.process_time() - cpu_started) / seconds_taken, 2))
 
 
-#: CPU cores the raw runs used (process CPU seconds per wall second), for texts per CPU-second.
-RAW_CPU_CORES: dict[tuple[Path, int], float] = {}
+def ratio(result, raw: RawRun) -> float:
+    return round(result.texts_per_second / raw.texts_per_second, 3)
 
 
-def per_cpu_ratio(result, raw_rate: float, folder: Path, batch: int) -> float | None:
+def per_cpu_ratio(result, raw: RawRun) -> float | None:
     """Texts per CPU-second of the server process against the raw run's: the server's own cost per
     text, whatever the load generator beside it takes from the shared cores."""
-    raw_cores = RAW_CPU_CORES.get((folder, batch))
-    if not result.cpu_cores or not raw_cores:
+    if not result.cpu_cores:
         return None
-    return round((result.texts_per_second / result.cpu_cores) / (raw_rate / raw_cores), 3)
+    return round((result.texts_per_second / result.cpu_cores) / (raw.texts_per_second / raw.cpu_cores), 3)
 
 
 # ---- a server -------------------------------------------------------------------------------
@@ -309,21 +315,21 @@ def main() -> int:
     }
     seconds = args.seconds
 
-    log("raw int8, one text per run, 2 threads (texts/s)", raw_int8 := raw_texts_per_second(variants["int8"], texts, 1, seconds))
+    log("raw int8, one text per run, 2 threads", raw_int8 := raw_run(variants["int8"], texts, 1, seconds))
     if not args.skip_torch:
-        log("raw torch batch 1, 2 threads (texts/s)", raw_hf_1 := raw_texts_per_second(variants["hf"], texts, 1, seconds))
-        log("raw torch length-sorted batch 8, 2 threads (texts/s)", raw_hf_8 := raw_texts_per_second(variants["hf"], texts, 8, seconds))
+        log("raw torch batch 1, 2 threads", raw_hf_1 := raw_run(variants["hf"], texts, 1, seconds))
+        log("raw torch length-sorted batch 8, 2 threads", raw_hf_8 := raw_run(variants["hf"], texts, 8, seconds))
 
     server = Server(variants["int8"].parent, work / "int8.log")
     try:
         result = setting(server, args.model, texts, 32, 1, seconds)
         log("int8 server, 32 one-text clients", summary(result))
-        log("int8: ratio to raw limit", round(result.texts_per_second / raw_int8, 3))
-        log("int8: texts per server CPU-second, ratio to raw", per_cpu_ratio(result, raw_int8, variants["int8"], 1))
+        log("int8: ratio to raw limit", ratio(result, raw_int8))
+        log("int8: texts per server CPU-second, ratio to raw", per_cpu_ratio(result, raw_int8))
         log("int8: p99 / p50", round(result.percentile(99) / result.percentile(50), 2))
         result = setting(server, args.model, texts, 2, 64, seconds)
         log("int8 server, 2 clients x 64 texts", summary(result))
-        log("int8: 64-text ratio to raw limit", round(result.texts_per_second / raw_int8, 3))
+        log("int8: 64-text ratio to raw limit", ratio(result, raw_int8))
         idle = asyncio.run(one_text_p50_beside(server.url, args.model, texts, seconds / 2, 0))
         busy = asyncio.run(one_text_p50_beside(server.url, args.model, texts, seconds, 1024))
         log("int8: one-text p50 idle / beside 1024-text requests (ms)", [idle, busy, round(busy / idle, 2)])
@@ -345,11 +351,11 @@ def main() -> int:
         try:
             result = setting(server, args.model, texts, 32, 1, seconds)
             log("torch server, 32 one-text clients", summary(result))
-            log("torch: ratio to raw length-sorted batch-8 limit", round(result.texts_per_second / raw_hf_8, 3))
-            log("torch: texts per server CPU-second, ratio to raw batch 8", per_cpu_ratio(result, raw_hf_8, variants["hf"], 8))
+            log("torch: ratio to raw length-sorted batch-8 limit", ratio(result, raw_hf_8))
+            log("torch: texts per server CPU-second, ratio to raw batch 8", per_cpu_ratio(result, raw_hf_8))
             result = setting(server, args.model, texts, 2, 64, seconds)
             log("torch server, 2 clients x 64 texts", summary(result))
-            log("torch: 64-text ratio to raw batch-1 limit", round(result.texts_per_second / raw_hf_1, 3))
+            log("torch: 64-text ratio to raw batch-1 limit", ratio(result, raw_hf_1))
         finally:
             server.stop()
     if args.out:

@@ -24,6 +24,7 @@ from kserve.model_server import FASTAPI_APP_IMPORT_STRING, app
 from kserve.model_server import args as kserve_args
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
+from timing_asgi import TimingMiddleware
 
 from . import codec
 from .errors import REST_HANDLERS
@@ -114,18 +115,12 @@ class PredictorRESTServer(RESTServer):
         self._server.handle_exit = record_exit
 
     def _add_middlewares(self, app: Any) -> None:
-        if self.repository.enable_latency_logging:
-            super()._add_middlewares(app)  # kserve's TimingMiddleware: wall and CPU time per request, logged
-        else:
+        super()._add_middlewares(app)
+        if not self.repository.enable_latency_logging:
             # Without latency logging kserve's TimingMiddleware only costs: its getrusage() per request
             # took a third of the event loop under load. The predictors_ metrics time every request.
             logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-            if self.access_log_format:
-                from asgi_logger import AccessLoggerMiddleware
-
-                logging.getLogger("uvicorn.access").handlers = []
-                app.add_middleware(AccessLoggerMiddleware, format=self.access_log_format)
-                logging.getLogger("access").propagate = False
+            app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
         app.add_middleware(BodyLimit, models=self.dataplane.model_registry)  # innermost: after the guard
         app.add_middleware(ConnectionGuard, repository=self.repository)
         # Outermost, so that the guard's early answers (429 before the body, 408) carry a request id

@@ -235,12 +235,10 @@ def test_work_a_worker_finds_past_its_deadline_names_the_deadline():
 
 
 def test_cancelling_the_caller_drops_its_queued_work():
-    gate = threading.Event()
-    runner = StandInRunner(gate=gate)
-    scheduler = make_scheduler(runner, batch_size=1)
+    gate, runner, scheduler = held_scheduler(batch_size=1)
 
     async def main():
-        busy = asyncio.create_task(scheduler.submit(["busy"]))
+        busy = await occupy(scheduler)
         gone = asyncio.create_task(scheduler.submit(texts_of("gone", 20)))
         await asyncio.sleep(0.05)
         gone.cancel()  # what the server does when the client disconnects
