@@ -111,13 +111,18 @@ def classify(exc: BaseException) -> tuple[int, grpc.StatusCode, str, dict[str, s
     return 500, grpc.StatusCode.INTERNAL, "internal error; the server log has the details", {}
 
 
-async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
+def rest_error(exc: BaseException) -> JSONResponse:
+    """The JSON answer to a request that ended in `exc`, logged as a refusal or (500) a failure."""
     status, _, message, headers = classify(exc)
     if status == 500:
         logger.error("request failed: %s", message, exc_info=exc)
     else:
         logger.info("request refused (%d): %s", status, message)
-    return error_response(request, status, message, headers)
+    return error_response(None, status, message, headers)
+
+
+async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
+    return rest_error(exc)
 
 
 async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:

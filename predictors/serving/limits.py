@@ -114,7 +114,7 @@ class BodyLimit:
         large = len(decoded) >= TRIM_AFTER_BYTES
         del body
         try:
-            await self.app(scope, _replay(decoded, receive), send)
+            await self.app(scope, replay_body(decoded, receive), send)
         finally:
             if large:  # give the parsed copies' heap pages back, so the pod's RSS returns to where it was
                 del decoded
@@ -163,7 +163,7 @@ def trim_heap() -> None:
         pass
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A receive that hands the buffered body over once, then waits on the client (for disconnects).
     It lets go of the body once handed over, so only the app's own references keep it alive."""
     pending = [body]

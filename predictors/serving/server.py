@@ -34,6 +34,7 @@ from .limits import BodyLimit
 from .predictor import TextPredictor
 from .repository import VERSION_SEPARATOR, PredictorRepository
 from .request_ids import RequestIdMiddleware
+from .v2_json import V2JsonInference
 
 logger = logging.getLogger("kserve.predictors")
 
@@ -121,7 +122,8 @@ class PredictorRESTServer(RESTServer):
             # took a third of the event loop under load. The predictors_ metrics time every request.
             logging.getLogger("kserve.trace").setLevel(logging.WARNING)
             app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
-        app.add_middleware(BodyLimit, models=self.dataplane.model_registry)  # innermost: after the guard
+        app.add_middleware(V2JsonInference, dataplane=self.dataplane)  # innermost: the body is read and checked
+        app.add_middleware(BodyLimit, models=self.dataplane.model_registry)  # after the guard
         app.add_middleware(ConnectionGuard, repository=self.repository)
         # Outermost, so that the guard's early answers (429 before the body, 408) carry a request id
         # and are counted in the metrics too.

@@ -4,6 +4,7 @@ raw requests, metadata and the error paths."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import urllib.request
 
@@ -196,3 +197,38 @@ def test_still_serving_after_bad_requests(server, triton):
 def test_metrics_endpoint(server):
     text = urllib.request.urlopen(f"{server.url}/metrics").read().decode()
     assert "request_predict_seconds" in text
+
+
+def raw_post(server, path, body: bytes, headers=JSON):
+    """(headers but date, request id and framing, body) of a 200 answer; http.client adds no Content-Type
+    of its own. Framing: the route sends binary answers chunked, the fast path with a Content-Length."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        reply = connection.getresponse()
+        assert reply.status == 200, reply.read()
+        return {k.lower(): v for k, v in reply.getheaders() if k.lower() not in ("date", "x-request-id", "content-length", "transfer-encoding")}, reply.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("extra", [
+    {}, {"outputs": [{"name": "score"}]}, {"parameters": {"binary_data_output": True}},
+    {"outputs": [{"name": "label", "parameters": {"binary_data": True}}, {"name": "score"}]},
+], ids=["all-outputs", "requested-output", "binary-outputs", "mixed-outputs"])
+@pytest.mark.parametrize("name", DEMO_MODELS)
+def test_json_fast_path_answers_byte_for_byte_as_the_full_route(server, name, extra):
+    """A plain V2 JSON request is answered by serving/v2_json.py; the same request with
+    `?model_version=` goes through kserve's FastAPI route. Same headers, same bytes."""
+    if name != "review-sentiment" and extra.get("outputs"):
+        extra = {"outputs": [{**o, "name": SPECS_FIRST_OUTPUT[name]} for o in extra["outputs"][:1]]}
+    version = json.loads(urllib.request.urlopen(f"{server.url}/v2/models/{name}").read())["versions"][0]
+    body = json.dumps(v2_body(SAMPLES[name], id="same-id", **extra)).encode()
+    fast = raw_post(server, f"/v2/models/{name}/infer", body)
+    route = raw_post(server, f"/v2/models/{name}/infer?model_version={version}", body)
+    assert fast == route
+    assert raw_post(server, f"/v2/models/{name}/versions/{version}/infer", body) == route
+    assert raw_post(server, f"/v2/models/{name}/infer", body, headers={}) == route  # tritonclient sends no Content-Type
+
+
+SPECS_FIRST_OUTPUT = {"news-topic": "label", "sentence-embedding": "embedding", "pii-ner": "entities"}
