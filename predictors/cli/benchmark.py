@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .client import DEFAULT_URL
+from .http_load import REQUEST_FAILURES, KeepAliveConnection
 
 SAMPLE_TEXTS = (
     "Great coffee, rich and smooth. Will buy again.",
@@ -120,13 +123,13 @@ class TextSource:
         return batch
 
 
-async def _server_process_stats(session: Any, url: str) -> tuple[float, float] | None:
+async def _server_process_stats(connection: KeepAliveConnection) -> tuple[float, float] | None:
     """(process CPU seconds, resident MiB) from the server's /metrics, when it exposes them."""
     try:
-        async with session.get(f"{url}/metrics") as reply:
-            text = await reply.text()
-    except Exception:
+        _, body = await connection.get("/metrics")
+    except REQUEST_FAILURES:
         return None
+    text = body.decode("utf-8", "replace")
     cpu = re.search(r"^process_cpu_seconds_total (\S+)$", text, re.M)
     rss = re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M)
     if not (cpu and rss):
@@ -138,26 +141,25 @@ async def run_setting(
     url: str, model: str, source: TextSource, concurrency: int, texts_per_request: int, duration: float,
     timeout: float = 120.0, progress: Any = None,
 ) -> SettingResult:
-    """`concurrency` clients sending requests back to back for `duration` seconds."""
-    import aiohttp
-
-    endpoint = f"{url}/v2/models/{model}/infer"
+    """`concurrency` clients sending requests back to back for `duration` seconds, each on its own
+    keep-alive connection (http_load: the generator shares the machine with the server it measures,
+    so it spends as little CPU per request as it can)."""
     result = SettingResult(concurrency, texts_per_request, duration)
     peak_rss = 0.0
     stop_at = time.monotonic() + duration
-    connector = aiohttp.TCPConnector(limit=concurrency + 2)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+    path = f"/v2/models/{model}/infer"
 
-        async def client() -> None:
+    async def client() -> None:
+        connection = KeepAliveConnection(url, timeout)
+        head = connection.post_head(path)
+        try:
             while time.monotonic() < stop_at:
                 texts = source.take(texts_per_request)
-                body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
+                body = orjson.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]})
                 started = time.perf_counter()
                 try:
-                    async with session.post(endpoint, json=body) as reply:
-                        await reply.read()
-                        status = reply.status
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    status, _ = await connection.post(head, body)
+                except REQUEST_FAILURES:
                     status = "connection"
                 if status == 200:
                     result.latencies.append(time.perf_counter() - started)
@@ -165,22 +167,28 @@ async def run_setting(
                     result.errors[str(status)] = result.errors.get(str(status), 0) + 1
                     if status == 429:
                         await asyncio.sleep(0.05)  # a refused client backs off briefly, as a real one would
+        finally:
+            connection.close()
 
-        async def watch() -> None:
-            nonlocal peak_rss
-            while time.monotonic() < stop_at:
-                stats = await _server_process_stats(session, url)
-                if stats:
-                    peak_rss = max(peak_rss, stats[1])
-                if progress is not None:
-                    progress.update(1)
-                await asyncio.sleep(1.0)
+    async def watch() -> None:
+        nonlocal peak_rss
+        while time.monotonic() < stop_at:
+            stats = await _server_process_stats(metrics)
+            if stats:
+                peak_rss = max(peak_rss, stats[1])
+            if progress is not None:
+                progress.update(1)
+            await asyncio.sleep(1.0)
 
-        before = await _server_process_stats(session, url)
+    metrics = KeepAliveConnection(url, timeout)
+    try:
+        before = await _server_process_stats(metrics)
         started = time.monotonic()
         await asyncio.gather(watch(), *(client() for _ in range(concurrency)))
         result.seconds = time.monotonic() - started
-        after = await _server_process_stats(session, url)
+        after = await _server_process_stats(metrics)
+    finally:
+        metrics.close()
     if before and after:
         result.cpu_cores = round((after[0] - before[0]) / result.seconds, 2)
         result.peak_rss_mib = round(max(peak_rss, after[1]), 1)
@@ -283,6 +291,11 @@ def benchmark(args: argparse.Namespace) -> int:
         print("error: --duration must be positive", file=sys.stderr)
         return 2
     url = args.url.rstrip("/")
+    try:
+        KeepAliveConnection(url)
+    except ValueError as exc:
+        print(f"error: --url: {exc}", file=sys.stderr)
+        return 2
     source = TextSource(read_texts(args.texts, args.model, args.models_dir), args.cache_bust)
     settings = [(c, t) for t in args.texts_per_request for c in args.concurrency]
     results: list[SettingResult] = []
