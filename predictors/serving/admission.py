@@ -34,6 +34,15 @@ def queue_full(model: str, queued: int, requested: int, limit: int, retry_after_
     )
 
 
+def queue_full_at_door(model: str, queued: int, arriving: int, estimate: int, limit: int, retry_after_seconds: float) -> QueueFull:
+    return QueueFull(
+        f"model '{model}' is overloaded: {queued} texts are queued and about {arriving} more are arriving in "
+        f"requests already let in; this request (about {estimate} texts by its size) would go over its limit of "
+        f"{limit} (max_queue_texts); retry after {math.ceil(retry_after_seconds)} s",
+        retry_after_seconds,
+    )
+
+
 def deadline_unreachable(model: str, wait_seconds: float, timeout_seconds: float, retry_after_seconds: float) -> QueueFull:
     return QueueFull(
         f"model '{model}' is overloaded: the work queued ahead of this request needs about {wait_seconds:.1f} s, "

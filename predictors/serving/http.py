@@ -16,8 +16,9 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from kserve.protocol.rest.v2_endpoints import V2Endpoints
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import ServingError, error_response
+from .errors import QueueFull, ServingError, error_response
 from .repository import PredictorRepository, versioned_key
+from .scheduler import DOOR_TICKET, DoorTicket
 
 logger = logging.getLogger("kserve.predictors")
 
@@ -101,7 +102,8 @@ _INFER_PATH = re.compile(r"^/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer$|
 class ConnectionGuard:
     """ASGI middleware, outermost. Liveness is answered here, so it never waits behind inference or
     body parsing; an inference request to a model whose queue is full gets its 429 before its body
-    is read; a body that stalls longer than BODY_TIMEOUT_SECONDS gets 408; a client that disconnects
+    is read (requests let in but not yet queued count with their estimated texts: scheduler.py);
+    a body that stalls longer than BODY_TIMEOUT_SECONDS gets 408; a client that disconnects
     before its answer has its request task cancelled, which drops its queued work."""
 
     def __init__(self, app: Any, repository: PredictorRepository | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS) -> None:
@@ -109,13 +111,13 @@ class ConnectionGuard:
         self.repository = repository
         self.body_timeout = body_timeout
 
-    def _refusal(self, scope: dict) -> Any:
+    def _admission(self, scope: dict) -> DoorTicket | QueueFull | None:
         match = _INFER_PATH.match(scope.get("path", "")) if scope.get("method") == "POST" else None
         if match is None or self.repository is None:
             return None
         model = self.repository.get_model(match.group("v2") or match.group("v1"))
         scheduler = getattr(model, "scheduler", None)
-        return scheduler.refusal_before_reading() if scheduler is not None else None
+        return scheduler.admit_before_reading(_content_length(scope)) if scheduler is not None else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -124,12 +126,22 @@ class ConnectionGuard:
         if scope.get("method") == "GET" and scope.get("path") in LIVENESS_PATHS:
             await JSONResponse({"status": "alive"} if scope["path"] == "/" else {"live": True})(scope, receive, send)
             return
-        refusal = self._refusal(scope)
-        if refusal is not None:
-            logger.info("request refused before reading its body: %s", refusal.message)
-            response = JSONResponse({"error": refusal.message}, status_code=int(refusal.http_status), headers=refusal.headers())
+        admission = self._admission(scope)
+        if isinstance(admission, QueueFull):
+            logger.info("request refused before reading its body: %s", admission.message)
+            response = JSONResponse({"error": admission.message}, status_code=int(admission.http_status), headers=admission.headers())
             await response(scope, receive, send)
             return
+        if admission is None:
+            await self._guarded(scope, receive, send)
+            return
+        DOOR_TICKET.set(admission)  # the request's task (created in _guarded) inherits it
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            admission.release()  # if its texts never reached the queue (bad body, cache hits, hang-up)
+
+    async def _guarded(self, scope: dict, receive: Any, send: Any) -> None:
         body_done = asyncio.Event()
         disconnected: asyncio.Future = asyncio.get_running_loop().create_future()
         responded = False
@@ -173,6 +185,13 @@ class ConnectionGuard:
                 raise
         finally:
             watcher.cancel()
+
+
+def _content_length(scope: dict) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def message_is_disconnect(message: dict) -> bool:

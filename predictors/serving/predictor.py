@@ -212,6 +212,7 @@ class TextPredictor(kserve.Model):
         """Cached texts from the cache, the rest through the model's scheduler (queue, fair turns,
         token-budget batches on worker threads, deadline from preprocess), back in request order."""
         texts, timeout = payload.texts, REQUEST_TIMEOUT.get()
+        self.scheduler.arrived(len(texts))
         metrics.observe_plan(self, len(texts), -(-len(texts) // self.scheduler.batch_size))
         rows = await lookup_then_compute(self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout))
         outputs, truncated = assemble(rows)

@@ -9,7 +9,9 @@ texts closest in length. Backends that run one text per run (dynamic int8) get o
 Each text's output row goes back to its request, which is answered in request order.
 
 Admission and deadlines are decided here too: a request whose texts do not fit the queue bound is
-refused at once (QueueFull -> HTTP 429 + Retry-After, gRPC RESOURCE_EXHAUSTED); a request whose
+refused at once (QueueFull -> HTTP 429 + Retry-After, gRPC RESOURCE_EXHAUSTED), over REST already
+when its headers arrive (`admit_before_reading`: requests let in but not yet queued count with the
+texts their body size suggests, so a burst is refused at the door, not after parsing); a request whose
 work has not started by its deadline is dropped (DeadlineExceeded -> 504, DEADLINE_EXCEEDED); a
 request whose awaiting coroutine is cancelled (client gone) has its queued work dropped.
 
@@ -25,6 +27,7 @@ import math
 import threading
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from ..backends import cpu_limit
 from ..model import ModelConfig
-from .admission import deadline_exceeded, deadline_unreachable, queue_full
+from .admission import deadline_exceeded, deadline_unreachable, queue_full, queue_full_at_door
 from .errors import ModelUnavailable, QueueFull
 
 logger = logging.getLogger("kserve.predictors")
@@ -202,6 +205,31 @@ class FairQueue:
         return batch
 
 
+#: Body bytes per text before any request has shown this model's clients' sizes: a V2 JSON text of
+#: about 250 characters. Learned from each request let in at the door afterwards.
+DEFAULT_BODY_BYTES_PER_TEXT = 256.0
+
+
+@dataclass(eq=False)
+class DoorTicket:
+    """A request let in when its headers arrived, before its body was read: until its texts are
+    queued (or it ends without them) its estimated texts count against the queue bound for the
+    requests that arrive after it."""
+
+    scheduler: "Scheduler"
+    texts: int  # estimated from the body size
+    body_bytes: int | None
+    released: bool = False
+
+    def release(self) -> None:
+        self.scheduler.release_ticket(self)
+
+
+#: The ticket of the request being served in this task, set by the transport at the door and read
+#: when the request's texts are known (Scheduler.arrived).
+DOOR_TICKET: ContextVar[DoorTicket | None] = ContextVar("predictors_door_ticket", default=None)
+
+
 @dataclass(frozen=True)
 class SchedulerHooks:
     """Where the queue reports to metrics: texts entering, texts leaving for a worker after a wait,
@@ -241,6 +269,8 @@ class Scheduler:
         self._stopped = False
         self._threads: list[threading.Thread] = []
         self.seconds_per_text: float | None = None  # measured, exponentially averaged
+        self._arriving_texts = 0  # estimated texts of requests let in at the door, not yet queued
+        self.body_bytes_per_text = DEFAULT_BODY_BYTES_PER_TEXT  # learned, exponentially averaged
         self.counters = {"accepted": 0, "refused": 0, "deadline_exceeded": 0, "cancelled": 0, "texts_dropped": 0}
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -293,7 +323,7 @@ class Scheduler:
 
     def describe(self) -> dict[str, object]:
         with self._lock:
-            queued, requests = self._queue.queued_texts, len(self._queue)
+            queued, requests, arriving = self._queue.queued_texts, len(self._queue), self._arriving_texts
         rate = self.texts_per_second
         return {
             "workers": self.settings.workers,
@@ -304,6 +334,7 @@ class Scheduler:
             "estimated_texts_per_second": round(rate, 1) if rate else None,
             "queued_texts": queued,
             "queued_requests": requests,
+            "arriving_texts_estimated": arriving,
             **self.counters,
         }
 
@@ -382,15 +413,39 @@ class Scheduler:
         self.hooks.dropped(dropped)
         request.done = True
 
-    def refusal_before_reading(self) -> QueueFull | None:
-        """The 429 a request would get whatever its size, when the queue is already at its bound: for
-        a transport to answer before reading (and parsing) the body, so overload costs no parsing."""
+    def admit_before_reading(self, body_bytes: int | None) -> DoorTicket | QueueFull | None:
+        """At the door, with only the headers read: a 429 when the queued texts plus those of requests
+        let in but not yet queued leave no room for this one (its texts estimated from its body size),
+        so overload costs no reading or parsing; else a ticket that holds its estimate until `arrived`.
+        Nothing ahead means no refusal, as in `submit`; None when there is no bound yet."""
         with self._lock:
-            limit, queued = self.queue_limit, self._queue.queued_texts
-            if limit is None or queued < limit:
+            limit = self.queue_limit
+            if limit is None or self._stopped:
                 return None
-            self.counters["refused"] += 1
-            return queue_full(self.name, queued, 1, limit, self._retry_after(queued))
+            estimate = max(1, round(body_bytes / self.body_bytes_per_text)) if body_bytes else 1
+            queued, arriving = self._queue.queued_texts, self._arriving_texts
+            ahead = queued + arriving
+            if ahead >= limit or (ahead > 0 and ahead + estimate > limit):
+                self.counters["refused"] += 1
+                return queue_full_at_door(self.name, queued, arriving, estimate, limit, self._retry_after(ahead))
+            self._arriving_texts += estimate
+            return DoorTicket(self, estimate, body_bytes)
+
+    def arrived(self, texts: int) -> None:
+        """The current request's body is decoded: its door estimate gives way to its `texts`, and its
+        body size per text teaches the next estimates."""
+        ticket = DOOR_TICKET.get()
+        if ticket is not None and ticket.scheduler is self:
+            self.release_ticket(ticket, texts)
+
+    def release_ticket(self, ticket: DoorTicket, texts: int | None = None) -> None:
+        with self._lock:
+            if ticket.released:
+                return
+            ticket.released = True
+            self._arriving_texts -= ticket.texts
+            if texts and ticket.body_bytes:
+                self.body_bytes_per_text = 0.8 * self.body_bytes_per_text + 0.2 * (ticket.body_bytes / texts)
 
     def _wait_for_all_to_start(self, texts: int) -> float | None:
         """Seconds until the last of `texts` new texts would start (caller holds the lock): in fair
