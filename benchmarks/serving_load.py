@@ -224,9 +224,10 @@ print(json.dumps(latencies))
 
 
 async def overload(server: Server, model: str, texts: list[str], requests: int, per_request: int) -> dict:
-    import aiohttp
+    """`requests` concurrent requests at once, each on a connection opened beforehand (as a gateway's
+    pool would hold them), so the latencies are the server's, not connection set-up in this process."""
+    from predictors.cli.http_load import REQUEST_FAILURES, KeepAliveConnection
 
-    endpoint = f"{server.url}/v2/models/{model}/infer"
     outcomes: list[tuple[int, float]] = []
     rss: list[float] = [server.rss_mib()]
     finished = asyncio.Event()
@@ -234,35 +235,36 @@ async def overload(server: Server, model: str, texts: list[str], requests: int, 
     # Encoded before the burst, so the load generator spends its time sending, not encoding.
     bodies = [json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [per_request],
                                       "data": source.take(per_request)}]}).encode() for _ in range(requests)]
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=requests + 10),
-                                     timeout=aiohttp.ClientTimeout(total=300)) as session:
+    connections = [KeepAliveConnection(server.url, timeout=300) for _ in bodies]
+    await asyncio.gather(*(c.get("/v2/health/live") for c in connections))
+    head = connections[0].post_head(f"/v2/models/{model}/infer")
 
-        async def one(body: bytes) -> None:
-            started = time.perf_counter()
-            try:
-                async with session.post(endpoint, data=body, headers=headers) as reply:
-                    await reply.read()
-                    outcomes.append((reply.status, time.perf_counter() - started))
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                outcomes.append((0, time.perf_counter() - started))  # 0: the connection failed
+    async def one(connection: KeepAliveConnection, body: bytes) -> None:
+        started = time.perf_counter()
+        try:
+            status, _ = await connection.post(head, body)
+            outcomes.append((status, time.perf_counter() - started))
+        except REQUEST_FAILURES:
+            outcomes.append((0, time.perf_counter() - started))  # 0: the connection failed
 
-        async def watch_rss() -> None:
-            while not finished.is_set():
-                rss.append(server.rss_mib())
-                await asyncio.sleep(0.1)
+    async def watch_rss() -> None:
+        while not finished.is_set():
+            rss.append(server.rss_mib())
+            await asyncio.sleep(0.1)
 
-        # The liveness probe runs in its own process, as the kubelet does: its latency is the
-        # server's, not that of this busy load generator.
-        prober = subprocess.Popen([sys.executable, "-c", PROBE_SCRIPT, server.url + "/v2/health/live"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        await asyncio.sleep(0.5)
-        watcher = asyncio.create_task(watch_rss())
-        await asyncio.gather(*(one(b) for b in bodies))
-        await asyncio.sleep(0.5)
-        finished.set()
-        await watcher
-        probes = json.loads(prober.communicate("stop\n", timeout=30)[0])
+    # The liveness probe runs in its own process, as the kubelet does: its latency is the
+    # server's, not that of this busy load generator.
+    prober = subprocess.Popen([sys.executable, "-c", PROBE_SCRIPT, server.url + "/v2/health/live"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    await asyncio.sleep(0.5)
+    watcher = asyncio.create_task(watch_rss())
+    await asyncio.gather(*(one(c, b) for c, b in zip(connections, bodies)))
+    await asyncio.sleep(0.5)
+    finished.set()
+    await watcher
+    probes = json.loads(prober.communicate("stop\n", timeout=30)[0])
+    for connection in connections:
+        connection.close()
     refused = [s for status, s in outcomes if status == 429]
     accepted = [s for status, s in outcomes if status == 200]
     timeout_s = server.config(model)["timeout_ms"] / 1000
