@@ -16,7 +16,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from kserve.protocol.rest.v2_endpoints import V2Endpoints
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import QueueFull, ServingError, error_response
+from .errors import QueueFull, ServingError, error_response, rest_error
 from .repository import PredictorRepository, versioned_key
 from .scheduler import DOOR_TICKET, DoorTicket
 
@@ -127,10 +127,8 @@ class ConnectionGuard:
             await JSONResponse({"status": "alive"} if scope["path"] == "/" else {"live": True})(scope, receive, send)
             return
         admission = self._admission(scope)
-        if isinstance(admission, QueueFull):
-            logger.info("request refused before reading its body: %s", admission.message)
-            response = JSONResponse({"error": admission.message}, status_code=int(admission.http_status), headers=admission.headers())
-            await response(scope, receive, send)
+        if isinstance(admission, QueueFull):  # answered before its body is read
+            await rest_error(admission)(scope, receive, send)
             return
         if admission is None:
             await self._guarded(scope, receive, send)

@@ -9,8 +9,8 @@ route, and the answer is written with orjson, field for field as the full route 
 
 Anything else goes to the full route untouched, with the body it already read: binary-extension and
 CloudEvents bodies, other content types, and every body this path does not parse (the route answers
-those with its own, identical error). Errors from the model itself (429, 503, 504, ...) get the same
-JSON answers as the route's exception handlers give (errors.rest_error).
+those with its own, identical error). Errors past parsing (unknown or unloaded model, 429, 503, 504,
+...) get the same JSON answers as the route's exception handlers give (errors.rest_error).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import re
 from typing import Any, Awaitable, Callable
 
 import orjson
+
 from . import codec
 from .errors import rest_error
 from .limits import replay_body
@@ -53,15 +54,13 @@ class V2JsonInference:
         body, complete = await _read_body(receive)
         if not complete:  # the client hung up mid-body: nobody to answer
             return
-        name, version = match["name"], match["version"]
-        key = versioned_key(name, version) if version else name
+        key = versioned_key(match["name"], match["version"]) if match["version"] else match["name"]
         try:
             request = codec.decode_rest_v2_json(body, key)
-            self.dataplane.repository.resolve(name, version)
-        except Exception:  # the route gives these their own answer (400, 404, 503...)
+        except Exception:  # the route parses it its own way and gives its own answer
             await self.app(scope, replay_body(body, receive), send)
             return
-        try:
+        try:  # an unknown, loading or unloaded model too: the dataplane's lookup raises what the route's would
             response, response_headers = await self.dataplane.infer(model_name=key, request=request, headers=headers)
             encoded, encode_headers = self.dataplane.encode(model_name=key, response=response, headers=headers, req_attributes={})
         except Exception as exc:  # noqa: BLE001 -- every error is answered as the route's handlers answer it

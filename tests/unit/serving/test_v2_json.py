@@ -11,27 +11,22 @@ import json
 import numpy as np
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from predictors.serving.errors import QueueFull
+from predictors.serving.errors import QueueFull, UnknownModel
 from predictors.serving.v2_json import V2JsonInference
 
 
-class StandInRepository:
-    def resolve(self, name, version=None):
-        if name != "m":
-            raise LookupError(name)
-        return object()
-
-
 class StandInDataPlane:
-    """infer() answers with the texts upper-cased, or raises `fail`; encode() as kserve's."""
+    """infer() answers model "m" with the texts upper-cased, or raises `fail` (UnknownModel for any
+    other model, as the real lookup); encode() as kserve's."""
 
     def __init__(self, fail: Exception | None = None) -> None:
-        self.repository = StandInRepository()
         self.fail = fail
         self.seen: list[tuple[str, InferRequest, dict]] = []
 
     async def infer(self, model_name, request, headers=None):
         self.seen.append((model_name, request, headers))
+        if model_name.partition("/")[0] != "m":
+            raise UnknownModel(f"model '{model_name}' is not in the repository")
         if self.fail:
             raise self.fail
         texts = [t.upper() for t in request.inputs[0].data]
@@ -112,7 +107,6 @@ def test_requests_the_fast_path_does_not_take_reach_the_route_with_their_body_st
         dict(headers={"content-type": "application/json", "inference-header-content-length": "10"}),
         dict(headers={"content-type": "application/json", "ce-specversion": "1.0"}),
         dict(query=b"model_version=2"),
-        dict(path="/v2/models/unknown/infer"),
     ]
     for case in cases:
         status, _, answer, route = call(body, **case)
@@ -130,3 +124,9 @@ def test_model_errors_are_answered_as_the_route_answers_them_stand_in_dataplane(
     status, headers, answer, route = call(body_of(["a"]), dataplane=StandInDataPlane(QueueFull("queue is full", 3.0)))
     assert route is None and status == 429 and headers[b"retry-after"] == b"3"
     assert json.loads(answer) == {"error": "queue is full"}
+
+
+def test_an_unknown_model_is_answered_404_as_the_route_answers_it_stand_in_dataplane():
+    status, _, answer, route = call(body_of(["a"]), path="/v2/models/unknown/infer")
+    assert route is None and status == 404
+    assert json.loads(answer) == {"error": "model 'unknown' is not in the repository"}
