@@ -10,16 +10,62 @@ class CpuSettingError(ValueError):
     pass
 
 
+def allowed_cpus() -> list[int] | None:
+    """The CPUs this process may run on (its affinity mask), or None where the OS doesn't say."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def cpu_limit() -> int:
-    """CPUs available to this process: its affinity, capped by a cgroup v2 cpu.max quota."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """CPUs available to this process: its affinity, capped by a cgroup CPU quota (v2 cpu.max, v1
+    cpu.cfs_quota_us)."""
+    allowed = allowed_cpus()
+    cpus = len(allowed) if allowed else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, int(quota)))
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time per period the cgroup grants, or None when unlimited or unknown."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, int(int(quota) // int(period))))
+        quota, period = (root / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    return max(1, cpus)
+    try:  # cgroup v1
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def cpus_to_pin(slots: int) -> tuple[list[int] | None, str]:
+    """The CPUs to pin compute slots to, or None, with the reason either way.
+
+    Pinned only when the process owns exactly as many CPUs as it has slots: its affinity mask holds
+    `slots` CPUs and no quota or PREDICTORS_WORKERS says it may use fewer (a pod with exclusive
+    cores under the kubelet's static CPU manager, a VM or machine of its own). On a shared node the
+    mask is wider than the limit and a pinned thread could not leave a CPU another pod keeps busy.
+    PREDICTORS_PIN_CPUS=off turns it off."""
+    setting = os.environ.get("PREDICTORS_PIN_CPUS", "auto").strip().lower()
+    if setting not in ("auto", "off"):
+        raise CpuSettingError(f"PREDICTORS_PIN_CPUS must be auto or off, got {setting!r}")
+    allowed = allowed_cpus()
+    if setting == "off":
+        return None, "off (PREDICTORS_PIN_CPUS=off)"
+    if not allowed:
+        return None, "off: this OS does not report the process's CPUs"
+    if slots < 2:
+        return None, "off: one compute slot"
+    workers = os.environ.get("PREDICTORS_WORKERS", "").strip()
+    if len(allowed) != slots or (workers and workers != str(slots)):
+        return None, (
+            f"off: the process may run on {len(allowed)} CPUs and is limited to {slots}"
+            f"{f' (PREDICTORS_WORKERS={workers})' if workers else ''}, so the CPUs are not its own"
+        )
+    return allowed, f"each compute slot pinned to one of the process's own {slots} CPUs"
 
 
 def default_workers() -> int:

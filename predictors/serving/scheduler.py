@@ -15,8 +15,9 @@ texts their body size suggests, so a burst is refused at the door, not after par
 work has not started by its deadline is dropped (DeadlineExceeded -> 504, DEADLINE_EXCEEDED); a
 request whose awaiting coroutine is cancelled (client gone) has its queued work dropped.
 
-Runs on several models share the CPUs: a process-wide semaphore holds as many compute slots as
-the process may use CPUs (cgroup limit), so workers of all models together never oversubscribe.
+Runs on several models share the CPUs: process-wide compute slots, one per CPU the process may use
+(cgroup limit), so workers of all models together never oversubscribe; where the process owns its
+CPUs, each slot is a CPU its holder is pinned to (compute_slots.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from ..backends import cpu_limit
 from ..model import ModelConfig
 from .admission import deadline_exceeded, deadline_unreachable, queue_full, queue_full_at_door
+from .compute_slots import compute_slots
 from .errors import ModelUnavailable, QueueFull
 
 logger = logging.getLogger("kserve.predictors")
@@ -47,19 +49,6 @@ BatchRunner = Callable[[list[str]], tuple[dict[str, np.ndarray], list[bool]]]
 
 #: The default token budget of a batch is batch_size texts of this many tokens.
 DEFAULT_TOKENS_PER_TEXT = 256
-
-_compute_slots: threading.BoundedSemaphore | None = None
-_compute_slots_lock = threading.Lock()
-
-
-def compute_slots() -> threading.BoundedSemaphore:
-    """The process-wide limit on concurrent backend runs: one per CPU this process may use."""
-    global _compute_slots
-    with _compute_slots_lock:
-        if _compute_slots is None:
-            _compute_slots = threading.BoundedSemaphore(cpu_limit())
-        return _compute_slots
-
 
 def estimate_tokens(text: str, max_length: int) -> int:
     """Tokens a text pads to, estimated without tokenizing (WordPiece: ~4 characters a token, plus
@@ -335,6 +324,7 @@ class Scheduler:
             "queued_texts": queued,
             "queued_requests": requests,
             "arriving_texts_estimated": arriving,
+            "compute_slots": compute_slots().describe(),
             **self.counters,
         }
 
@@ -469,7 +459,7 @@ class Scheduler:
                     self._work_ready.wait()
                 if self._stopped:
                     return
-            with slots:  # taken before the batch is chosen: the freshest turn and deadlines
+            with slots.hold():  # taken before the batch is chosen: the freshest turn and deadlines
                 with self._lock:
                     late = [r for r in self._queue.expired_requests(time.monotonic()) if not r.done]
                     for request in late:

@@ -206,3 +206,17 @@ def test_scheduled_answers_equal_the_direct_run(demo_models, tmp_path, backend):
         np.testing.assert_array_equal(result.outputs["embedding"], direct["embedding"])
     else:
         np.testing.assert_allclose(result.outputs["embedding"], direct["embedding"], atol=1e-5)
+
+
+def test_config_reports_the_compute_slots_and_whether_they_are_pinned(admission_server):
+    import os
+
+    from predictors.backends.cpus import cpu_limit
+
+    slots = scheduler_state(admission_server)["compute_slots"]
+    assert slots["count"] == cpu_limit()
+    owns_its_cpus = len(os.sched_getaffinity(0)) == cpu_limit() > 1 and "PREDICTORS_PIN_CPUS" not in os.environ
+    if owns_its_cpus and os.environ.get("PREDICTORS_WORKERS", str(cpu_limit())) == str(cpu_limit()):
+        assert slots["pinned_cpus"] == sorted(os.sched_getaffinity(0)), slots
+    else:
+        assert slots["pinned_cpus"] is None and slots["pinning"].startswith("off"), slots

@@ -1,0 +1,93 @@
+"""Compute slots on this machine's real CPUs: never more holders than slots, and a pinned holder's
+thread runs only on its slot's CPU (Linux sched_getaffinity of the calling thread)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from predictors.serving.compute_slots import ComputeSlots
+
+CPUS = sorted(os.sched_getaffinity(0))
+
+
+def test_a_pinned_holder_runs_only_on_its_slots_cpu_and_keeps_the_rest_of_the_process_unpinned():
+    cpus = CPUS[:2]
+    slots = ComputeSlots(len(cpus), cpus, "test")
+    seen: dict[int, set[int]] = {}
+
+    def hold() -> None:
+        with slots.hold() as index:
+            seen[index] = os.sched_getaffinity(0)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=hold) for _ in cpus]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(seen) == list(range(len(cpus)))
+    assert all(seen[index] == {cpus[index]} for index in seen)
+    assert os.sched_getaffinity(0) == set(CPUS)  # the calling thread (and the event loop) not pinned
+
+
+def test_never_more_holders_than_slots_and_a_waiter_gets_the_released_slot():
+    slots = ComputeSlots(2)  # unpinned
+    holding, most, lock = [0], [0], threading.Lock()
+
+    def hold() -> None:
+        with slots.hold():
+            with lock:
+                holding[0] += 1
+                most[0] = max(most[0], holding[0])
+            time.sleep(0.01)
+            with lock:
+                holding[0] -= 1
+
+    threads = [threading.Thread(target=hold) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2 and holding[0] == 0
+    assert sorted(slots._free) == [0, 1]
+
+
+def test_a_worker_gets_its_previous_cpu_back_and_is_not_re_pinned(monkeypatch):
+    slots = ComputeSlots(1, CPUS[:1], "test")
+    calls = []
+    real = os.sched_setaffinity
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: (calls.append(cpus), real(pid, cpus)))
+
+    def twice() -> None:
+        for _ in range(2):
+            with slots.hold() as index:
+                assert index == 0
+
+    thread = threading.Thread(target=twice)
+    thread.start()
+    thread.join()
+    assert calls == [{CPUS[0]}]
+
+
+def test_a_cpu_that_cannot_be_pinned_leaves_the_slots_unpinned_instead_of_failing_the_batch():
+    slots = ComputeSlots(1, [10_000], "test")  # no such CPU: sched_setaffinity raises EINVAL
+    result = []
+
+    def hold() -> None:
+        with slots.hold() as index:
+            result.append((index, os.sched_getaffinity(0)))
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    thread.join()
+    assert result == [(0, set(CPUS))]
+    assert slots.cpus is None and "failed" in slots.describe()["pinning"]
+
+
+def test_slots_and_cpus_must_match():
+    with pytest.raises(ValueError, match="2 slots need 2 CPUs"):
+        ComputeSlots(2, [0])
