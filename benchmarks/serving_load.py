@@ -5,7 +5,8 @@
 
 Texts: the model's held-out texts of at most 128 tokens. Steps (each prints a line as it finishes):
 1. raw limits in this process, two threads through the serving pipeline (tokenize, backend, head):
-   int8 one text per run; torch at batch 1 and in length-sorted batches of 8;
+   int8 one text per run (length-sorted, and in the order the clients send them); torch at batch 1
+   and in length-sorted batches of 8;
 2. a server on int8: 32 concurrent one-text clients; 2 clients of 64-text requests; a one-text
    client idle and while another client keeps sending 1024-text requests; overload (500 concurrent
    64-text requests: refusal latency, accepted requests within their deadline, live-probe latency,
@@ -75,14 +76,16 @@ class RawRun:
     cpu_cores: float  # process CPU seconds per wall second
 
 
-def raw_run(folder: Path, texts: list[str], batch: int, seconds: float) -> RawRun:
-    """Two threads (the server's two workers) running the pipeline on length-sorted batches."""
+def raw_run(folder: Path, texts: list[str], batch: int, seconds: float, sort: bool = True) -> RawRun:
+    """Two threads (the server's two workers) running the pipeline on length-sorted batches, or with
+    `sort=False` on the texts in the order the benchmark's clients send them (round-robin over the
+    file): one-text runs of varied lengths one after another are slower than of sorted lengths."""
     from predictors.serving.predictor import TextPredictor
     from predictors.tasks import load_model_config
 
     predictor = TextPredictor(load_model_config(folder))
     predictor.load()
-    ordered = sorted(texts, key=len)
+    ordered = sorted(texts, key=len) if sort else texts
     batches = itertools.cycle([ordered[i : i + batch] for i in range(0, len(ordered), batch)])
     lock, done = threading.Lock(), [0]
     stop_at = time.monotonic() + seconds
@@ -318,6 +321,8 @@ def main() -> int:
     seconds = args.seconds
 
     log("raw int8, one text per run, 2 threads", raw_int8 := raw_run(variants["int8"], texts, 1, seconds))
+    log("raw int8, one text per run, 2 threads, as the clients send them",
+        raw_int8_sent := raw_run(variants["int8"], texts, 1, seconds, sort=False))
     if not args.skip_torch:
         log("raw torch batch 1, 2 threads", raw_hf_1 := raw_run(variants["hf"], texts, 1, seconds))
         log("raw torch length-sorted batch 8, 2 threads", raw_hf_8 := raw_run(variants["hf"], texts, 8, seconds))
@@ -327,11 +332,13 @@ def main() -> int:
         result = setting(server, args.model, texts, 32, 1, seconds)
         log("int8 server, 32 one-text clients", summary(result))
         log("int8: ratio to raw limit", ratio(result, raw_int8))
+        log("int8: ratio to raw limit in the clients' order", ratio(result, raw_int8_sent))
         log("int8: texts per server CPU-second, ratio to raw", per_cpu_ratio(result, raw_int8))
         log("int8: p99 / p50", round(result.percentile(99) / result.percentile(50), 2))
         result = setting(server, args.model, texts, 2, 64, seconds)
         log("int8 server, 2 clients x 64 texts", summary(result))
         log("int8: 64-text ratio to raw limit", ratio(result, raw_int8))
+        log("int8: 64-text ratio to raw limit in the clients' order", ratio(result, raw_int8_sent))
         idle = asyncio.run(one_text_p50_beside(server.url, args.model, texts, seconds / 2, 0))
         busy = asyncio.run(one_text_p50_beside(server.url, args.model, texts, seconds, 1024))
         log("int8: one-text p50 idle / beside 1024-text requests (ms)", [idle, busy, round(busy / idle, 2)])

@@ -37,7 +37,7 @@ import numpy as np
 from ..backends import cpu_limit
 from ..model import ModelConfig
 from .admission import deadline_exceeded, deadline_unreachable, queue_full, queue_full_at_door
-from .compute_slots import compute_slots
+from .compute_slots import compute_slots, lower_this_threads_priority
 from .errors import ModelUnavailable, QueueFull
 
 logger = logging.getLogger("kserve.predictors")
@@ -453,6 +453,7 @@ class Scheduler:
     # ---- workers -------------------------------------------------------------------------
     def _work(self) -> None:
         slots = compute_slots()
+        lower_this_threads_priority()  # the event loop (probes, refusals) never waits behind a batch
         while True:
             with self._lock:
                 while not self._stopped and not len(self._queue):

@@ -91,3 +91,20 @@ def test_a_cpu_that_cannot_be_pinned_leaves_the_slots_unpinned_instead_of_failin
 def test_slots_and_cpus_must_match():
     with pytest.raises(ValueError, match="2 slots need 2 CPUs"):
         ComputeSlots(2, [0])
+
+
+def test_lowering_a_threads_priority_leaves_the_rest_of_the_process_alone():
+    from predictors.serving.compute_slots import WORKER_NICE, lower_this_threads_priority
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+
+    def worker() -> None:
+        lower_this_threads_priority()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [WORKER_NICE]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
