@@ -264,6 +264,9 @@ class Scheduler:
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        # Resolved here, on the loading thread: a bad PREDICTORS_PIN_CPUS fails the load instead of
+        # killing each worker thread as it starts.
+        self._slots = compute_slots()
         for n in range(self.settings.workers):
             thread = threading.Thread(target=self._work, name=f"infer-{self.name}-{n}", daemon=True)
             thread.start()
@@ -452,7 +455,7 @@ class Scheduler:
 
     # ---- workers -------------------------------------------------------------------------
     def _work(self) -> None:
-        slots = compute_slots()
+        slots = self._slots
         lower_this_threads_priority()  # the event loop (probes, refusals) never waits behind a batch
         while True:
             with self._lock:

@@ -363,3 +363,17 @@ def test_a_request_that_arrives_gives_up_its_estimate_and_teaches_the_body_size(
 
     asyncio.run(main())
     scheduler.stop()
+
+
+def test_a_bad_pinning_setting_fails_the_start_not_the_worker_threads(monkeypatch):
+    from predictors.backends.cpus import CpuSettingError
+    from predictors.serving import compute_slots as slots_module
+
+    monkeypatch.setattr(slots_module, "_slots", None)  # resolved afresh, as in a new process
+    monkeypatch.setenv("PREDICTORS_PIN_CPUS", "sometimes")
+    settings = SchedulerSettings(batch_size=4, max_batch_tokens=10_000, max_length=512, workers=1,
+                                 batches_across_requests=True, max_queue_texts=None)
+    scheduler = Scheduler("stand-in", lambda texts: ({}, []), settings)
+    with pytest.raises(CpuSettingError, match="PREDICTORS_PIN_CPUS"):
+        scheduler.start()
+    assert not scheduler._threads
