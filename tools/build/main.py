@@ -43,6 +43,7 @@ from .cache import building, cache_root_dir, folder_cache_dir, install, stale_fi
 from .progress import BuildError, ModelProgress, StepTime, summary_table  # noqa: E402
 from .recipes import ModelSpec, model_specs, recipe_key  # noqa: E402
 from .sources import REPO_ROOT, Sources  # noqa: E402
+from .train import training_precision  # noqa: E402
 
 log = logging.getLogger("build")
 
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     # A stopped background build (make serve exiting) marks its unfinished folders as failed.
     signal.signal(signal.SIGTERM, _interrupt)
+    log.info("training precision: %s", training_precision().reason)
 
     start = time.monotonic()
     plans = [plan(s, args.cache_dir, args.models_dir) for s in specs if not args.only or s.name in args.only]

@@ -13,6 +13,7 @@ cached trained weights; only a change to TRAIN_VERSION or the training inputs fi
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from predictors.model.files import library_versions
 
 from .data import BBC_DATA_DIR, FINE_FOODS_SHA256, sha256_json
 from .sources import CORPUS, MINILM_SOURCE, MODELDATA_DEB, RAMPART, REPO_ROOT
-from .train import TrainSettings
+from .train import TrainSettings, training_precision
 
 #: Bump when the build changes what ends up in a model folder (export, int8, gate, files, checks).
 RECIPE_VERSION = 7  # 7: held-out accuracy from the fp32 gate; 6: no throughput in the build's export; 5: drift_reference.json (4: trained weights cached apart)
@@ -51,10 +52,10 @@ FINE_FOODS = {"debian": MODELDATA_DEB, "data_set": "small_fine_foods", "train": 
 BBC = {**CORPUS.describe(), "path": BBC_DATA_DIR, "decode": "utf-8, else latin-1",
        "heldout": "index % 5 == 0 in each label's sorted file list"}
 
-#: Fine-tuning settings per classifier; why these values (measured): docs/build.md.  Both: bf16
-#: autocast, embeddings + bottom 3 of 6 layers frozen; about a third of the old recipes' CPU time.
-REVIEW_TRAIN = TrainSettings(max_length=128, length_grouped=True, freeze_layers=3, bf16=True)
-NEWS_TRAIN = TrainSettings(max_length=128, lr=2e-4, freeze_layers=3, bf16=True)
+#: Fine-tuning settings per classifier; why these values (measured): docs/build.md.  Both keep the
+#: embeddings + bottom 3 of 6 layers frozen; the precision comes from the hardware (model_specs).
+REVIEW_TRAIN = TrainSettings(max_length=128, length_grouped=True, freeze_layers=3)
+NEWS_TRAIN = TrainSettings(max_length=128, lr=2e-4, freeze_layers=3)
 
 
 @dataclass(frozen=True)
@@ -109,16 +110,21 @@ def onnx_recipe(name: str) -> dict[str, Any]:
 
 
 def model_specs() -> list[ModelSpec]:
-    """The demo models in build order: those that need no training first, so they are served soonest."""
+    """The demo models in build order: those that need no training first, so they are served soonest.
+    The classifiers train in the precision this CPU runs fastest (bf16 only where it is native), and
+    the precision is part of their training key, so a cache trained one way is never taken for the other."""
+    precision = training_precision().name
+    review_train = dataclasses.replace(REVIEW_TRAIN, precision=precision)
+    news_train = dataclasses.replace(NEWS_TRAIN, precision=precision)
     return [
         ModelSpec("pii-ner", "token_classification", {
             "source": {**RAMPART.describe(), "onnx_sha256": RAMPART_ONNX_SHA256},
             "files": list(RAMPART_FILES) + ["NOTICE"], "check": {"text": PII_TEXT, "expects": list(PII_EXPECTED)}},
             export=False),
         ModelSpec("sentence-embedding", "embedding", {"base": MINILM_SOURCE, "files": list(MINILM_FILES)}),
-        ModelSpec("review-sentiment", "classification", FINE_FOODS, data="fine_foods", train=REVIEW_TRAIN,
+        ModelSpec("review-sentiment", "classification", FINE_FOODS, data="fine_foods", train=review_train,
                   min_heldout_accuracy=0.82),
-        ModelSpec("news-topic", "classification", BBC, data="bbc", train=NEWS_TRAIN,
+        ModelSpec("news-topic", "classification", BBC, data="bbc", train=news_train,
                   min_heldout_accuracy=0.95),
     ]
 
