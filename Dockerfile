@@ -47,7 +47,7 @@ COPY pyproject.toml README.md ./
 COPY predictors ./predictors
 RUN pip install --no-cache-dir --no-deps --constraint constraints.txt --target /opt/package/site-packages . \
     && mv /opt/package/site-packages/bin /opt/package/bin \
-    && PYTHONPATH=/opt/package/site-packages python -c "import predictors.cli, predictors.serving.server"
+    && PYTHONPATH=/opt/package/site-packages python -c "import predictors.cli, predictors.serving.transport.server"
 
 # ---- demo models, only when BAKE_MODELS=true ----------------------------------------------------
 FROM ${PYTHON_IMAGE} AS models-false

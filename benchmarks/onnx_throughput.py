@@ -27,7 +27,7 @@ from predictors.export import prepare_transformers  # noqa: E402
 from predictors.export.runner import Runner  # noqa: E402
 from predictors.export.sample import bench_texts, gate_sample  # noqa: E402
 from predictors.model import REPORT_FILE, ONNX_FILES, read_report  # noqa: E402
-from predictors.tasks import load_model_config  # noqa: E402
+from predictors.backends import load_model_config  # noqa: E402
 
 
 def quality(report: dict, key: str | None) -> str:

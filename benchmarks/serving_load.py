@@ -81,7 +81,7 @@ def raw_run(folder: Path, texts: list[str], batch: int, seconds: float, sort: bo
     `sort=False` on the texts in the order the benchmark's clients send them (round-robin over the
     file): one-text runs of varied lengths one after another are slower than of sorted lengths."""
     from predictors.serving.predictor import TextPredictor
-    from predictors.tasks import load_model_config
+    from predictors.backends import load_model_config
 
     predictor = TextPredictor(load_model_config(folder))
     predictor.load()
@@ -94,7 +94,7 @@ def raw_run(folder: Path, texts: list[str], batch: int, seconds: float, sort: bo
         while time.monotonic() < stop_at:
             with lock:
                 chunk = next(batches)
-            predictor._run_chunk(chunk)
+            predictor.run_batch(chunk)
             with lock:
                 done[0] += len(chunk)
 

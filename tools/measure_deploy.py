@@ -47,7 +47,7 @@ from predictors.deploy.runtime import HTTP_PORT  # noqa: E402
 from predictors.deploy.settings_file import PREDICTOR_FILE_COMMENT, update_deploy_section  # noqa: E402
 from predictors.deploy.sizing import cpu_for, memory_for, startup_budget_for  # noqa: E402
 from predictors.model import ModelConfig  # noqa: E402
-from predictors.tasks import discover_models  # noqa: E402
+from predictors.backends import discover_models  # noqa: E402
 
 WORDS = (
     "the quarterly report shows revenue growth across every region while costs stayed flat and "

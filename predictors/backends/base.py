@@ -1,8 +1,15 @@
-"""The backend contract: token-id arrays in, the task head's tensor out."""
+"""The backend contract: token-id arrays in, the task head's tensor out.
+
+A backend declares what it is (`name`, `platform`), which files of a model folder it can serve and
+how good each is (`candidates`, ranked), how it runs texts (`per_text`) and on which device
+(`device_choice`). choose_backend (backends/__init__.py) asks every registered backend, so a new
+backend is one module and one registry entry, and nothing outside backends/ names one.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -10,6 +17,28 @@ import numpy as np
 
 from ..model import ModelConfig
 from ..tasks import TaskHead
+from .devices import DeviceChoice
+
+#: Ranks of candidates across backends, best first: a file that passed (or was forced past) its
+#: accuracy gate, a file no gate covers, the unconverted framework weights.
+RANK_GATED, RANK_UNGATED, RANK_FRAMEWORK = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str
+    weights: Path
+    reason: str
+    refused: tuple[str, ...] = ()  # files present but not served, with why (logged as warnings)
+    rank: int = RANK_FRAMEWORK
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What one backend can serve from a folder (best first) and what it refuses to, with why."""
+
+    servable: list[BackendChoice]
+    refused: list[str]
 
 
 class Backend(ABC):
@@ -17,12 +46,28 @@ class Backend(ABC):
 
     name: ClassVar[str]
     platform: ClassVar[str]  # V2 model metadata "platform"
+    files: ClassVar[str]  # the files it serves, for messages ("model.onnx or model.int8.onnx")
 
     def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: int = 1) -> None:
         self.config = config
         self.head = head
         self.weights = weights
         self.threads = threads
+        # True when each text runs alone (dynamic int8 picks one activation scale per run): the
+        # scheduler then gains nothing from batching across requests and gives one text per batch.
+        self.per_text = False
+        self.device_choice = DeviceChoice("cpu", "the CPU")
+
+    @classmethod
+    def device(cls) -> DeviceChoice:
+        """The device a model on this backend would load onto here, without loading it."""
+        return DeviceChoice("cpu", "the CPU")
+
+    @classmethod
+    @abstractmethod
+    def candidates(cls, config: ModelConfig, forced: bool = False) -> Candidates:
+        """The folder's files this backend can serve, best first, each with its rank and reason;
+        `forced` (predictor.yaml names this backend) serves its first file whatever its gate says."""
 
     @property
     @abstractmethod

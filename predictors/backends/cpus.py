@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-class CpuSettingError(ValueError):
-    pass
+from ..model.environment import server_environment
 
 
 def allowed_cpus() -> list[int] | None:
@@ -49,9 +47,8 @@ def cpus_to_pin(slots: int) -> tuple[list[int] | None, str]:
     cores under the kubelet's static CPU manager, a VM or machine of its own). On a shared node the
     mask is wider than the limit and a pinned thread could not leave a CPU another pod keeps busy.
     PREDICTORS_PIN_CPUS=off turns it off."""
-    setting = os.environ.get("PREDICTORS_PIN_CPUS", "auto").strip().lower()
-    if setting not in ("auto", "off"):
-        raise CpuSettingError(f"PREDICTORS_PIN_CPUS must be auto or off, got {setting!r}")
+    environment = server_environment()
+    setting = environment.pin_cpus
     allowed = allowed_cpus()
     if setting == "off":
         return None, "off (PREDICTORS_PIN_CPUS=off)"
@@ -59,8 +56,8 @@ def cpus_to_pin(slots: int) -> tuple[list[int] | None, str]:
         return None, "off: this OS does not report the process's CPUs"
     if slots < 2:
         return None, "off: one compute slot"
-    workers = os.environ.get("PREDICTORS_WORKERS", "").strip()
-    if len(allowed) != slots or (workers and workers != str(slots)):
+    workers = environment.workers
+    if len(allowed) != slots or (workers is not None and workers != slots):
         return None, (
             f"off: the process may run on {len(allowed)} CPUs and is limited to {slots}"
             f"{f' (PREDICTORS_WORKERS={workers})' if workers else ''}, so the CPUs are not its own"
@@ -71,10 +68,5 @@ def cpus_to_pin(slots: int) -> tuple[list[int] | None, str]:
 def default_workers() -> int:
     """Parallel inference workers: PREDICTORS_WORKERS when set (the manifests set it from the pod's
     cpu limit, which cgroup v1 nodes don't expose as cpu.max), else one per CPU this process may use."""
-    configured = os.environ.get("PREDICTORS_WORKERS", "").strip()
-    if configured:
-        try:
-            return max(1, int(configured))
-        except ValueError:
-            raise CpuSettingError(f"PREDICTORS_WORKERS must be a whole number, got {configured!r}") from None
-    return cpu_limit()
+    configured = server_environment().workers
+    return configured if configured is not None else cpu_limit()

@@ -7,9 +7,10 @@ missing GPU an error instead of a silent fallback; unset or `auto` takes the GPU
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterable
+
+from ..model.environment import server_environment
 
 DEVICE_ENV = "PREDICTORS_DEVICE"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -28,10 +29,7 @@ class DeviceChoice:
 
 
 def requested_device() -> str:
-    value = os.environ.get(DEVICE_ENV, "auto").strip().lower() or "auto"
-    if value not in DEVICE_CHOICES:
-        raise DeviceError(f"{DEVICE_ENV} must be one of {list(DEVICE_CHOICES)}, got {value!r}")
-    return value
+    return server_environment().device
 
 
 def choose_device(gpu_available: bool, what: str, requested: str | None = None) -> DeviceChoice:
@@ -55,14 +53,3 @@ def onnx_providers(available: Iterable[str], requested: str | None = None) -> tu
 
 def torch_device(cuda_available: bool, requested: str | None = None) -> DeviceChoice:
     return choose_device(cuda_available, "CUDA in torch", requested)
-
-
-def device_for(backend: str) -> DeviceChoice:
-    """The device a model on `backend` ("onnx" or "hf") would load onto here, without loading it."""
-    if backend == "onnx":
-        import onnxruntime
-
-        return onnx_providers(onnxruntime.get_available_providers())[1]
-    import torch  # only asked for models served on torch
-
-    return torch_device(torch.cuda.is_available())

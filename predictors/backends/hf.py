@@ -13,13 +13,29 @@ import numpy as np
 
 from ..model import ModelConfig
 from ..tasks import TaskHead
-from .base import Backend
-from .devices import torch_device
+from .base import RANK_FRAMEWORK, Backend, BackendChoice, Candidates
+from .devices import DeviceChoice, torch_device
 
 
 class HFBackend(Backend):
     name = "hf"
     platform = "pytorch_transformers"
+    files = "no model.safetensors"
+
+    @classmethod
+    def device(cls) -> DeviceChoice:
+        import torch  # only asked for models served on torch
+
+        return torch_device(torch.cuda.is_available())
+
+    @classmethod
+    def candidates(cls, config: ModelConfig, forced: bool = False) -> Candidates:
+        """The HuggingFace weights, when present: always servable, after any gated or ungated export."""
+        weights = config.hf_weights
+        if weights is None:
+            return Candidates([], [])
+        reason = "forced by predictor.yaml" if forced else "HuggingFace weights present"
+        return Candidates([BackendChoice(cls.name, weights, reason, rank=RANK_FRAMEWORK)], [])
 
     def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: int = 1) -> None:
         super().__init__(config, head, weights, threads)

@@ -8,15 +8,59 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ..model import ModelConfig
+from ..model import ModelConfig, gate_status
 from ..tasks import TaskHead
-from .base import Backend
-from .devices import onnx_providers
+from .base import RANK_GATED, RANK_UNGATED, Backend, BackendChoice, Candidates
+from .devices import DeviceChoice, onnx_providers
 
 
 class OnnxBackend(Backend):
     name = "onnx"
     platform = "onnxruntime_onnx"
+    files = "no .onnx file"
+
+    @classmethod
+    def device(cls) -> DeviceChoice:
+        return onnx_providers(ort.get_available_providers())[1]
+
+    @classmethod
+    def candidates(cls, config: ModelConfig, forced: bool = False) -> Candidates:
+        """The folder's ONNX files: int8 before fp32. A file written by `python -m predictors export`
+        is served only if export_report.json records that it passed its accuracy gate, or that the
+        user installed it with --force despite a failed gate (the reason then says so). Files the
+        report does not cover (no report, or put there by hand) keep the plain rule: present means
+        servable, after the gated ones."""
+        files = config.onnx_candidates()
+        if forced:
+            if not files:
+                return Candidates([], [])
+            status = gate_status(config.path, files[0])
+            note = f"; {status.precision} gate {status.state}: {status.summary}" if status else ""
+            return Candidates([BackendChoice(cls.name, files[0], f"forced by predictor.yaml{note}", rank=RANK_GATED)], [])
+        servable: list[BackendChoice] = []
+        refused: list[str] = []
+        for path in files:
+            status = gate_status(config.path, path)
+            if status is None:
+                servable.append(BackendChoice(cls.name, path, f"{path.name} present (no accuracy gate recorded)", rank=RANK_UNGATED))
+            elif status.state == "passed":
+                servable.append(BackendChoice(
+                    cls.name, path, f"{path.name} passed the {status.precision} accuracy gate: {status.summary}", rank=RANK_GATED))
+            elif status.state == "forced":
+                servable.append(BackendChoice(
+                    cls.name, path,
+                    f"{path.name} FAILED its {status.precision} accuracy gate ({status.summary}); "
+                    "served only because it was installed with --force",
+                    rank=RANK_GATED,
+                ))
+            elif status.state == "stale":
+                servable.append(BackendChoice(
+                    cls.name, path, f"{path.name} present ({status.summary}; gate not re-run)", rank=RANK_UNGATED))
+            elif status.state == "other-weights":
+                refused.append(f"{path.name} was {status.summary}")
+            else:
+                refused.append(f"{path.name} failed its {status.precision} accuracy gate ({status.summary})")
+        return Candidates(servable, refused)
 
     def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: int = 1) -> None:
         super().__init__(config, head, weights, threads)

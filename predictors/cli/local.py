@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..backends import NoBackendError, choose_backend
-from ..backends.devices import device_for
-from ..tasks import discover_models
+from ..backends import NoBackendError, choose_backend, device_for, discover_models
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 from kserve.model_server import parser as kserve_parser
 
 from ..model import CONFIG_FILE, ModelConfigError
-from ..serving.logs import configure_logging
+from ..model.environment import EnvironmentSettingError, server_environment
+from ..serving.observability.logs import configure_logging
 from ..serving.repository import PredictorRepository
-from ..serving.server import PredictorServer
-from ..tasks import load_model_config
+from ..serving.transport.server import PredictorServer, ServerOptions, ServerStartError, loop_factory
+from ..backends import load_model_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,6 +63,14 @@ def container_model_folder(model_dir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:  # every setting checked before anything starts: the pod restarts with the reason
+        environment = server_environment()
+        options = ServerOptions.from_args(args)
+        options.check()
+        loop_factory(options.event_loop)
+    except (EnvironmentSettingError, ServerStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.model_dir:
         folder = container_model_folder(Path(args.model_dir))
         name = args.model_name or folder.name
@@ -89,29 +98,16 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    ports = [args.http_port] + ([args.grpc_port] if args.enable_grpc else [])
+    ports = [options.http_port] + ([options.grpc_port] if options.enable_grpc else [])
     for port in ports:
         if not _port_free(port):
             print(f"error: port {port} is already in use; choose another with --http_port / --grpc_port", file=sys.stderr)
             return 2
 
-
-    configure_logging(args.log_format)
+    if args.configure_logging:
+        configure_logging(args.log_format, args.log_config_file)
 
     names = ", ".join(sorted(repository.entries)) or f"(none yet; watching {args.models_dir})"
-    print(f"serving {names} on http :{args.http_port} / grpc :{args.grpc_port}", flush=True)
-    PredictorServer(
-        repository,
-        watch_seconds=args.watch,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        workers=args.workers,
-        max_threads=args.max_threads,
-        max_asyncio_workers=args.max_asyncio_workers,
-        enable_grpc=args.enable_grpc,
-        enable_docs_url=args.enable_docs_url,
-        enable_latency_logging=args.enable_latency_logging,
-        access_log_format=args.access_log_format,
-        timeout_keep_alive=args.timeout_keep_alive,
-    ).start()
+    print(f"serving {names} on http :{options.http_port} / grpc :{options.grpc_port}", flush=True)
+    PredictorServer(repository, options, environment, watch_seconds=args.watch).run()
     return 0

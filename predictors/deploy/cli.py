@@ -18,19 +18,17 @@ from pathlib import Path
 from ..model import ModelConfigError
 from .render import render_all
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def register(actions: argparse._SubParsersAction) -> None:
     render = actions.add_parser("render", help="write manifests/ from the model folders")
     check = actions.add_parser("check", help="exit 1 if manifests/ differs from the rendering")
     for parser in (render, check):
-        parser.add_argument("--models-dir", default=str(ROOT / "models"))
-        parser.add_argument("--out", default=str(ROOT / "manifests"))
+        # Relative to where the command runs (a checkout's root), never to where the package is installed.
+        parser.add_argument("--models-dir", default="models", help="model folders to render (default: %(default)s)")
+        parser.add_argument("--out", default="manifests", help="where the manifests go (default: %(default)s)")
     render.set_defaults(func=_render)
     check.set_defaults(func=_check)
     validate = actions.add_parser("validate", help="validate manifests strictly against the CRD schemas")
-    validate.add_argument("paths", nargs="*", default=[str(ROOT / "manifests")], help="manifest folders or files")
+    validate.add_argument("paths", nargs="*", default=["manifests"], help="manifest folders or files (default: manifests)")
     validate.add_argument("--crd-dir", default=None,
                           help="folder of CRD files, searched recursively (default $PREDICTORS_CRD_DIR, "
                                "$KSERVE_CRD_DIR or ../shared/k8s-schemas)")

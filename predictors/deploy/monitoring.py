@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ..model import ModelConfig
+from ..tasks import TASKS
 
 HEADER = "# Rendered by `python -m predictors manifests render` from {source}. Do not edit: change the source and re-render.\n"
 PART_OF = {"app.kubernetes.io/part-of": "predictors"}
@@ -69,13 +70,9 @@ QUERIES: dict[str, list[str]] = {
         f" / sum by (model) (rate(predictors_texts_total{{{SEL}, outcome=\"success\"}}[{RATE}]))"],
     "In flight and queued": [
         f"sum by (model) (predictors_requests_in_flight{{{SEL}}})", f"sum by (model) (predictors_queued_texts{{{SEL}}})"],
-    "Predicted label distribution": [
-        f"sum by (model, label) (rate(predictors_predicted_labels_total{{{SEL}}}[{RATE}]))"
-        f" / ignoring (label) group_left sum by (model) (rate(predictors_predicted_labels_total{{{SEL}}}[{RATE}]))"],
-    "Top score (median)": [quantile(0.5, "predictors_top_score")],
-    "Entities per text (mean)": [
-        f"sum by (model) (rate(predictors_entities_per_text_sum{{{SEL}}}[{RATE}]))"
-        f" / sum by (model) (rate(predictors_entities_per_text_count{{{SEL}}}[{RATE}]))"],
+    # each task's own panels (its dashboard_panels), in the registry's order
+    **{title: [expression.format(sel=SEL, rate=RATE) for expression in expressions]
+       for head in TASKS.values() for title, expressions in head.dashboard_panels.items()},
     "Drift (PSI per signal)": [f"max by (model, signal) (predictors_drift_psi{{{SEL}}})"],
     "Drift window (texts)": [f"predictors_drift_window_texts{{{SEL}}}"],
     "Models: ready, load seconds, backend": [

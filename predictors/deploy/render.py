@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..model import ModelConfig, ModelConfigError
-from ..tasks import discover_models
+from ..backends import discover_models
 from .runtime import (
     COMMAND, CONTAINER_NAME, DRAIN_ENV, GRPC_PORT, HTTP_PORT, IMAGE, IMAGE_TAG, MODEL_DIR, MODEL_FORMAT,
     MODEL_FORMAT_VERSION, PRESTOP_SECONDS, PROMETHEUS_PATH, RUN_AS_USER, RUNTIME_NAME,

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..backends import default_workers as backend_workers
-from ..backends.onnx import is_quantized
+from ..backends.hf import HFBackend
+from ..backends.onnx import OnnxBackend, is_quantized
 from ..model import ONNX_FILES, REPORT_FILE, ModelConfig, ModelConfigError, file_sha256, library_versions, write_report
-from ..tasks import load_model_config
+from ..backends import load_model_config
 from . import quantize
 from .gate import GateFailed, GateResult, Thresholds, check_gate, compare
 from .runner import Run, Runner, prepare_transformers
@@ -115,7 +116,7 @@ class _Export:
 
     def gate(self, precision: str, path: Path, name: str) -> tuple[GateResult, Runner, Run]:
         """Run `path` over the sample and hold it to the `precision` gate against the reference."""
-        runner = self.runner("onnx", path)
+        runner = self.runner(OnnxBackend.name, path)
         run = runner.run(self.sample.texts, workers=self.workers, progress=f"{precision} {path.name}")
         figures = compare(self.config.task, self.reference, run, self.sample.labels, self.sample.texts)
         return check_gate(name, precision, self.config.task, figures, self.thresholds), runner, run
@@ -129,7 +130,7 @@ class _Export:
         return path
 
     def run_reference(self) -> None:
-        self.hf = self.runner("hf")
+        self.hf = self.runner(HFBackend.name)
         self.reference = self.hf.run(self.sample.texts, workers=self.workers, progress="torch reference")
         logger.info("torch reference: %d texts in %.1fs", len(self.sample.texts), self.reference.seconds)
 
@@ -176,12 +177,12 @@ class _Export:
         for torch and each file that will be installed."""
         texts = bench_texts(self.sample.texts, BENCH_TEXTS)
         logger.info("throughput: %d texts, batch 1 and 8 (length-sorted), 1 thread ...", len(texts))
-        runners = {"hf_fp32": self.hf}
+        runners = {f"{HFBackend.name}_fp32": self.hf}
         for candidate in candidates:
             if candidate.runner is None and force:
-                candidate.runner = self.runner("onnx", candidate.path)
+                candidate.runner = self.runner(OnnxBackend.name, candidate.path)
             if candidate.runner is not None:
-                runners[f"onnx_{candidate.precision}"] = candidate.runner
+                runners[f"{OnnxBackend.name}_{candidate.precision}"] = candidate.runner
         throughput = {key: {f"batch_{b}": runner.throughput(texts, b) for b in (1, 8)} for key, runner in runners.items()}
         logger.info("throughput (texts/s, batch 1 / 8): %s",
                     ", ".join(f"{k} {v['batch_1']} / {v['batch_8']}" for k, v in throughput.items()))
@@ -226,7 +227,7 @@ class _Export:
             "sample": {"source": sample.source, "texts": len(sample.texts), "labelled": sample.labelled,
                        "batch_size": config.batch_size, "max_length": config.max_length, "workers": self.workers},
             "thresholds": self.thresholds.as_dict(),
-            "reference": {"backend": "hf", "file": weights.name, "size_bytes": weights.stat().st_size,
+            "reference": {"backend": HFBackend.name, "file": weights.name, "size_bytes": weights.stat().st_size,
                           "sha256": file_sha256(weights), "seconds": round(self.reference.seconds, 1),
                           **({"accuracy": accuracy} if accuracy is not None else {})},
             "files": files,

@@ -9,8 +9,6 @@ runner, not at import.
 from __future__ import annotations
 
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +17,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ..model import ModelConfig
-from ..serving.chunking import chunk_plan, reassemble
 from ..serving.predictor import TextPredictor
 
 
@@ -50,8 +47,8 @@ class Run:
 class Runner:
     """A loaded TextPredictor for one backend/file, running texts in process.
 
-    `backend="hf"` runs the HuggingFace weights; `backend="onnx"` with `onnx_path` runs that file;
-    `backend=None` keeps the folder's own choice (what the server would serve).
+    `backend` forces a registered backend (with `onnx_path`, that ONNX file); None keeps the
+    folder's own choice (what the server would serve).
     """
 
     def __init__(self, config: ModelConfig, backend: str | None = None, onnx_path: Path | None = None) -> None:
@@ -70,42 +67,13 @@ class Runner:
         """Run `texts` in length-sorted chunks of `batch_size` (the served batch size by default), on
         `workers` threads (each backend run uses one intra-op thread, as served). `progress` names a
         progress bar over the chunks (shown on a terminal only)."""
-        predictor = self.predictor
-        plan = chunk_plan(texts, batch_size or self.config.batch_size)
-        per_token = predictor.head.per_token_output
-
-        def one(chunk: list[int]) -> tuple[list[np.ndarray], dict[str, np.ndarray], list[bool]]:
-            batch = predictor._tokenize([texts[i] for i in chunk])
-            array = predictor.backend.run(batch.arrays)
-            outputs = predictor.head.decode(array, batch)
-            if per_token:  # padding positions are never used downstream: keep the real tokens only
-                mask = batch.arrays["attention_mask"].astype(bool)
-                raw = [np.asarray(array[j][mask[j]], dtype=np.float32) for j in range(len(chunk))]
-            else:
-                raw = [np.asarray(row, dtype=np.float32) for row in array]
-            return raw, outputs, batch.truncated
-
-        started = time.perf_counter()
-        with tqdm(total=len(plan), desc=progress, unit="chunk", leave=False,
+        size = batch_size or self.config.batch_size
+        chunks = -(-len(texts) // size)
+        with tqdm(total=chunks, desc=progress, unit="chunk", leave=False,
                   disable=True if progress is None else None) as bar:  # None: shown on a terminal only
-
-            def tracked(chunk: list[int]) -> tuple[list[np.ndarray], dict[str, np.ndarray], list[bool]]:
-                result = one(chunk)
-                bar.update()
-                return result
-
-            if workers > 1 and len(plan) > 1:
-                with ThreadPoolExecutor(workers, thread_name_prefix="gate") as pool:
-                    results = list(pool.map(tracked, plan))
-            else:
-                results = [tracked(chunk) for chunk in plan]
-        seconds = time.perf_counter() - started
-        raw: list[np.ndarray] = [np.empty(0)] * len(texts)
-        for chunk, (chunk_raw, _, _) in zip(plan, results):
-            for i, row in zip(chunk, chunk_raw):
-                raw[i] = row
-        outputs, _ = reassemble(len(texts), plan, [(o, t) for _, o, t in results])
-        return Run(raw, outputs, seconds)
+            run = self.predictor.run_texts(texts, size, workers, keep_raw=True, on_chunk=bar.update)
+        assert run.raw is not None
+        return Run(run.raw, run.outputs, run.seconds)
 
     def throughput(self, texts: Sequence[str], batch_size: int) -> float:
         """Texts per second for `texts` in length-sorted chunks of `batch_size`, one thread."""

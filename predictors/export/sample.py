@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence, TypeVar
 
 from ..model import ModelConfig
-from ..serving.chunking import chunk_plan
+from ..serving.scheduling.chunking import chunk_plan
 
 T = TypeVar("T")
 

@@ -6,7 +6,8 @@ overridden is inferred from the folder, so a plain HuggingFace folder dropped in
 served as is. The same `ModelConfig` drives the server, the CLI and the rendered manifests.
 
 Which tasks exist is not decided here: the caller passes each task's `TaskTraits` (the task
-registry in `predictors.tasks` does, and binds these functions to itself).
+registry in `predictors.tasks` does, and binds these functions to itself); likewise the registered
+backends' names, which `predictors.backends` adds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .files import BUILD_INFO_FILE, CONFIG_FILE, HELDOUT_FILE, HF_WEIGHTS_FILES, ONNX_FILES, PREDICTOR_FILE
 from .settings import CHARS_PER_TOKEN, DEFAULT_MAX_BODY_BYTES, CacheSection, DeploySection, ModelSettingsError, PredictorSettings, VersionPolicy, read_settings
@@ -150,7 +151,8 @@ def _max_length(path: Path, hf_config: dict[str, Any]) -> int:
 
 
 def load_model_config(
-    path: Path | str, name: str | None = None, *, tasks: Mapping[str, TaskTraits], version: int | None = None
+    path: Path | str, name: str | None = None, *, tasks: Mapping[str, TaskTraits], version: int | None = None,
+    backends: Sequence[str] | None = None,
 ) -> ModelConfig:
     """Read one model folder into a ModelConfig. Raises ModelConfigError naming model and file.
 
@@ -180,6 +182,10 @@ def load_model_config(
     labels = _labels(hf_config)
     if tasks[task].needs_labels and not labels:
         raise ModelConfigError(f"model '{name}': {path / CONFIG_FILE} has no id2label for task {task}")
+    if backends is not None and settings.backend not in ("auto", *backends):
+        raise ModelConfigError(
+            f"model '{name}': backend '{settings.backend}' in {path / PREDICTOR_FILE} must be one of {['auto', *backends]}"
+        )
     if settings.onnx_file and not (path / settings.onnx_file).is_file():
         raise ModelConfigError(f"model '{name}': onnx_file {path / settings.onnx_file} does not exist")
     return ModelConfig(
@@ -219,7 +225,7 @@ def is_model_folder(path: Path) -> bool:
 
 
 def discover_models(
-    models_dir: Path | str, *, tasks: Mapping[str, TaskTraits]
+    models_dir: Path | str, *, tasks: Mapping[str, TaskTraits], backends: Sequence[str] | None = None
 ) -> tuple[list[ModelConfig], dict[str, str]]:
     """Every model folder under models_dir: the configs that load, and an error per folder that doesn't.
 
@@ -235,7 +241,7 @@ def discover_models(
         if not is_model_folder(entry):
             continue
         try:
-            configs.append(load_model_config(entry, tasks=tasks))
+            configs.append(load_model_config(entry, tasks=tasks, backends=backends))
         except ModelConfigError as exc:
             errors[entry.name] = str(exc)
     return configs, errors

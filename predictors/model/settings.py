@@ -22,7 +22,6 @@ Quantity = Annotated[
     Field(pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description='a quantity string such as "1536Mi"'),
 ]
 
-BACKEND_CHOICES = ("auto", "onnx", "hf")
 # A REST body's default limit when predictor.yaml sets no max_body_bytes: the 8 MiB kserve's gRPC
 # server allows a message (MAX_GRPC_MESSAGE_LENGTH), so both transports refuse the same sizes. A full
 # request of 1024 texts of 512 tokens is about 2 MB of JSON.
@@ -93,7 +92,9 @@ class PredictorSettings(_Strict):
     version: Annotated[StrictStr | StrictInt, Field(description="a version string or number")] = "1"
     description: StrictStr = ""
     task: Annotated[StrictStr, Field(description="a task name")] | None = None
-    backend: Annotated[Literal[BACKEND_CHOICES], Field(description=f"one of {list(BACKEND_CHOICES)}")] = "auto"
+    backend: Annotated[
+        StrictStr, Field(pattern=r"^[a-z][a-z0-9_]*$", description="auto or the name of a registered backend")
+    ] = "auto"
     batch_size: PositiveInt | None = None
     max_batch: PositiveInt | None = None
     max_length: PositiveInt | None = None

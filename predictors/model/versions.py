@@ -20,11 +20,19 @@ class ModelNameError(ValueError):
     """A model name that is not a folder directly under the models folder (traversal, separators...)."""
 
 
+#: The longest file name the common Linux file systems allow (NAME_MAX).
+MAX_NAME_BYTES = 255
+
+
 def check_model_name(models_dir: Path | str, name: str) -> Path:
     """The folder of model `name`, refusing anything that is not a plain child of `models_dir`:
     '.', '..', separators (also once URL-decoded), absolute paths, NUL, and symlinks leaving it."""
     if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\x00") or os.path.isabs(name):
         raise ModelNameError(f"'{name}' is not a model name: a model is a folder directly under the models folder")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ModelNameError(
+            f"a model name is at most {MAX_NAME_BYTES} bytes (a folder name); got {len(name.encode('utf-8', 'surrogatepass'))}"
+        )
     root = Path(models_dir).resolve()
     folder = root / name
     if folder.is_symlink() or folder.exists():

@@ -25,6 +25,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest, RequestInput
 from pydantic import ValidationError
 
 from ..tasks import OutputSpec
+from .seams import raw_bytes, set_raw_bytes
 
 INPUT_NAME = "text"
 INPUT_DATATYPE = "BYTES"
@@ -136,16 +137,25 @@ def _parse_json(data: bytes, model: type[InferenceRequest], what: str) -> Infere
         raise InvalidInput(f"{what} is not a V2 inference request: {describe_validation_errors(exc)}") from None
 
 
+def check_datatype(name: str, datatype: str) -> None:
+    """The protocol's datatypes are upper case (BYTES, FP32...); kserve would upper-case any spelling."""
+    if datatype != datatype.upper():
+        raise InvalidInput(
+            f"input {shown(name)} has datatype {shown(datatype)}; V2 datatypes are upper case (this model takes BYTES)"
+        )
+
+
 def _infer_request(body: InferenceRequest, model_name: str, raw: dict[int, bytes] | None = None) -> InferRequest:
     """kserve's InferRequest from a parsed body; `raw` holds binary-extension bytes by input index."""
     inputs = []
     for index, tensor in enumerate(body.inputs):
+        check_datatype(tensor.name, tensor.datatype)
         infer_input = InferInput(
             name=tensor.name, shape=tensor.shape, datatype=tensor.datatype,
             data=tensor.data if tensor.data is not None else [], parameters=tensor.parameters or {},
         )
         if raw is not None and index in raw:
-            infer_input._raw_data = raw[index]
+            set_raw_bytes(infer_input, raw[index])
         inputs.append(infer_input)
     outputs = [RequestedOutput(name=o.name, parameters=o.parameters or {}) for o in body.outputs or []]
     return InferRequest(
@@ -276,8 +286,9 @@ def _decode_v2(request: InferRequest, specs: list[OutputSpec], max_batch: int) -
     if len(shape) != 1 or not isinstance(shape[0], int) or isinstance(shape[0], bool):
         raise InvalidInput(f"input '{INPUT_NAME}' must be 1-D with shape [N], got shape {shown(shape)}")
     where = f"input '{INPUT_NAME}'"
-    if tensor._raw_data is not None:  # gRPC raw_input_contents or the REST binary extension
-        elements = split_bytes_tensor(tensor._raw_data, where, max_batch)
+    raw = raw_bytes(tensor)
+    if raw is not None:  # gRPC raw_input_contents or the REST binary extension
+        elements = split_bytes_tensor(raw, where, max_batch)
     else:
         elements = _flatten(tensor.data if tensor.data is not None else [], where)
     if shape[0] != len(elements):
@@ -288,9 +299,13 @@ def _decode_v2(request: InferRequest, specs: list[OutputSpec], max_batch: int) -
     requested = request.request_outputs or None
     binary = _flag(request.use_binary_outputs, "parameter 'binary_data_output'")
     if requested:
+        seen: set[str] = set()
         for output in requested:
             if output.name not in known:
                 raise InvalidInput(f"unknown output {shown(output.name)}; this model's outputs are {known}")
+            if output.name in seen:
+                raise InvalidInput(f"output {shown(output.name)} is requested twice; name each output once")
+            seen.add(output.name)
             _flag(output.binary_data, f"output '{output.name}' parameter 'binary_data'")
             if output.binary_data is None and binary:  # request-level default applies to each output
                 output.parameters = {**(output.parameters or {}), "binary_data": True}

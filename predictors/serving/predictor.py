@@ -1,9 +1,14 @@
-"""The kserve.Model for a text model: validate, chunk and schedule; the stages are in their modules.
+"""The kserve.Model for a text model: validate, schedule, answer; the stages are in their modules.
 
 preprocess  codec.decode_request: V2 / V1 / gRPC -> TextRequest (a validated list of texts)
-predict     sort by length, split into batch_size chunks, tokenize + backend + task head per chunk
-            on worker threads (never on the event loop), reassemble in request order
+predict     cached texts from the response cache, the rest through the model's scheduler: batches
+            of tokenize + backend + task head on worker threads (never on the event loop), back in
+            request order
 postprocess codec.encode_response: typed outputs -> V2 InferResponse or V1 predictions
+
+`run_batch` and `run_texts` are the one way to run texts through a loaded model: the scheduler's
+workers call `run_batch`; warm-up, calibration, the export gate and the drift reference call
+`run_texts`, which runs them as a request alone would be chunked, without the queue.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import kserve
@@ -22,12 +27,14 @@ from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 from ..backends import BACKENDS, Backend, BackendChoice, choose_backend, default_workers
 from ..model import ModelConfig
 from ..tasks import TokenBatch, head_for
-from . import codec, metrics, request_ids
-from .admission import DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, request_timeout_seconds
-from .cache import ResponseCache, build_cache, lookup_then_compute
-from .chunking import chunk_plan, reassemble
+from . import codec, request_context
 from .errors import ModelUnavailable
-from .scheduler import Scheduler, SchedulerHooks, assemble, settings_for
+from .observability import metrics
+from .scheduling import (
+    DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, RequestRuns, ResponseCache, Scheduler, SchedulerHooks, assemble, build_cache,
+    lookup_then_compute, request_timeout_seconds, settings_for,
+)
+from .scheduling.chunking import chunk_plan, reassemble, run_chunks
 
 # A child of kserve's logger, so lines share its handler and format (kserve configures no root handler).
 logger = logging.getLogger("kserve.predictors")
@@ -44,6 +51,36 @@ class Predictions:
     request: codec.TextRequest
     outputs: dict[str, np.ndarray]
     truncated: list[int]
+
+
+@dataclass
+class BatchRun:
+    """One batch of texts through the tokenizer, the backend and the task head."""
+
+    array: np.ndarray  # the backend's output for the whole batch
+    outputs: dict[str, np.ndarray]  # the head's outputs, one row per text
+    truncated: list[bool]
+    tokens: np.ndarray  # real tokens per text (the attention mask's row sums)
+    padded_tokens: int  # token slots of the padded batch (texts x longest)
+
+
+@dataclass
+class TextsRun:
+    """Texts run as a request alone would be chunked, in text order."""
+
+    outputs: dict[str, np.ndarray]
+    truncated: list[int]  # indices of truncated texts
+    raw: list[np.ndarray] | None  # per text, when asked: its backend output row (real tokens only, per-token heads)
+    seconds: float
+
+
+Result = TypeVar("Result")
+#: How run_batch times its stages: (stage, function, *args) -> function(*args).
+StageTimer = Callable[..., Any]
+
+
+def untimed(stage: str, function: Callable[..., Result], *args: Any) -> Result:
+    return function(*args)
 
 
 class TextPredictor(kserve.Model):
@@ -69,48 +106,60 @@ class TextPredictor(kserve.Model):
         self.accepting = True
         self.refusal = ""
         self.inflight = 0
-        metrics.track(self)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def load(self) -> bool:
         with self._load_lock:
             if self.ready:
                 return True
-            started = time.monotonic()
-            self.choice = choose_backend(self.config)
-            for refused in self.choice.refused:
-                logger.warning("model %s: not serving %s (see export_report.json)", self.name, refused)
             try:
-                self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=1)
-            except Exception as exc:
-                raise ModelLoadError(f"cannot load {self.choice.weights}: {exc}") from exc
-            try:
-                # A tokenizer.json is read by PreTrainedTokenizerFast alone (the same encodings);
-                # AutoTokenizer also imports transformers' config code, which imports torch.
-                if (self.config.path / "tokenizer.json").is_file():
-                    from transformers import PreTrainedTokenizerFast
-
-                    self.tokenizer = PreTrainedTokenizerFast.from_pretrained(self.config.path)
-                else:
-                    from transformers import AutoTokenizer
-
-                    self.tokenizer = AutoTokenizer.from_pretrained(self.config.path)
-            except Exception as exc:
-                raise ModelLoadError(
-                    f"cannot load a tokenizer from {self.config.path} (tokenizer.json, vocab.txt...): {exc}"
-                ) from exc
-            self.scheduler = self._start_scheduler()
-            self.cache = build_cache(self.config, self.choice.weights)
-            self._warm_up()
-            self.scheduler.calibrate([WARMUP_TEXT * 5] * self.config.batch_size)  # seeds the queue bound
-            self.load_seconds = round(time.monotonic() - started, 2)
-            self.ready = True
-            logger.info(
-                "model %s ready in %.1fs: task=%s backend=%s (%s) file=%s",
-                self.name, self.load_seconds, self.config.task, self.choice.name,
-                self.choice.reason, self.choice.weights.name,
-            )
+                self._load()
+            except BaseException:
+                self.stop()  # a failed load keeps no threads, weights or tokenizer
+                raise
             return True
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        self._load_runtime()
+        self.cache = build_cache(self.config, self.choice.weights, self.head.cached_by_default)
+        self._warm_up()
+        self.scheduler = self._scheduler()
+        calibration = self.run_texts([WARMUP_TEXT * 5] * self.config.batch_size)
+        self.scheduler.observe_run(self.config.batch_size, calibration.seconds)  # seeds the queue bound
+        self.scheduler.start()  # its worker threads: only once everything else has loaded
+        self.load_seconds = round(time.monotonic() - started, 2)
+        self.ready = True
+        logger.info(
+            "model %s ready in %.1fs: task=%s backend=%s (%s) file=%s",
+            self.name, self.load_seconds, self.config.task, self.choice.name,
+            self.choice.reason, self.choice.weights.name,
+        )
+
+    def _load_runtime(self) -> None:
+        """The backend the folder's files call for, and the tokenizer."""
+        self.choice = choose_backend(self.config)
+        for refused in self.choice.refused:
+            logger.warning("model %s: not serving %s (see export_report.json)", self.name, refused)
+        try:
+            self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=1)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {self.choice.weights}: {exc}") from exc
+        try:
+            # A tokenizer.json is read by PreTrainedTokenizerFast alone (the same encodings);
+            # AutoTokenizer also imports transformers' config code, which imports torch.
+            if (self.config.path / "tokenizer.json").is_file():
+                from transformers import PreTrainedTokenizerFast
+
+                self.tokenizer = PreTrainedTokenizerFast.from_pretrained(self.config.path)
+            else:
+                from transformers import AutoTokenizer
+
+                self.tokenizer = AutoTokenizer.from_pretrained(self.config.path)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load a tokenizer from {self.config.path} (tokenizer.json, vocab.txt...): {exc}"
+            ) from exc
 
     def _warm_up(self) -> None:
         """One full request through the same codec, chunking and backend a client's goes through."""
@@ -120,9 +169,9 @@ class TextPredictor(kserve.Model):
             request_id="warm-up",
         )
         text_request = codec.decode_request(request, self.specs, self.config.max_batch)
-        outputs, truncated = self._predict_blocking(text_request.texts)
+        run = self.run_texts(text_request.texts)
         response = codec.encode_response(
-            text_request, outputs, self.specs, self.name, self.config.version, truncated
+            text_request, run.outputs, self.specs, self.name, self.config.version, run.truncated
         )
         response.to_rest()
 
@@ -167,7 +216,8 @@ class TextPredictor(kserve.Model):
 
     @property
     def platform(self) -> str:
-        return BACKENDS[self.choice.name].platform if self.choice else ""
+        backend = BACKENDS.get(self.choice.name) if self.choice else None
+        return backend.platform if backend else ""
 
     def describe(self) -> dict[str, Any]:
         """Everything a client or operator may want to know, served at /v2/models/<name>/config."""
@@ -180,8 +230,8 @@ class TextPredictor(kserve.Model):
             "backend": self.choice.name if self.choice else None,
             "backend_reason": self.choice.reason if self.choice else None,
             "weights": self.choice.weights.name if self.choice else None,
-            "device": getattr(getattr(self.backend, "device_choice", None), "device", None),
-            "device_reason": getattr(getattr(self.backend, "device_choice", None), "reason", None),
+            "device": self.backend.device_choice.device if self.backend else None,
+            "device_reason": self.backend.device_choice.reason if self.backend else None,
             "batch_size": self.config.batch_size,
             "max_batch": self.config.max_batch,
             "max_length": self.config.max_length,
@@ -204,7 +254,7 @@ class TextPredictor(kserve.Model):
 
     async def preprocess(self, payload: InferRequest | dict, headers: dict[str, str] | None = None) -> codec.TextRequest:
         request = codec.decode_request(payload, self.specs, self.config.max_batch)
-        request.request_id = request_ids.adopt(request.request_id, len(request.texts))
+        request.request_id = request_context.adopt(request.request_id, len(request.texts), metrics.labels(self))
         REQUEST_TIMEOUT.set(request_timeout_seconds(payload, headers, self.config.timeout_ms or DEFAULT_TIMEOUT_MS))
         return request
 
@@ -213,27 +263,26 @@ class TextPredictor(kserve.Model):
         token-budget batches on worker threads, deadline from preprocess), back in request order."""
         texts, timeout = payload.texts, REQUEST_TIMEOUT.get()
         self.scheduler.arrived(len(texts))
-        metrics.observe_plan(self, len(texts), -(-len(texts) // self.scheduler.batch_size))
-        rows = await lookup_then_compute(self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout))
+        runs = RequestRuns()
+        rows = await lookup_then_compute(self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout, runs))
+        metrics.observe_plan(self, len(texts), runs.batches)
         outputs, truncated = assemble(rows)
         return Predictions(payload, outputs, truncated)
 
-    def _start_scheduler(self) -> Scheduler:
-        """Workers run `_run_chunk` on batches the scheduler forms; backends that run each text alone
-        (dynamic int8) gain nothing from batching across requests and get one text per batch."""
+    def _scheduler(self) -> Scheduler:
+        """Workers run `_run_scheduled` on batches the scheduler forms; backends that run each text
+        alone (dynamic int8) gain nothing from batching across requests and get one text per batch."""
         queued = metrics.QUEUED.labels(*metrics.labels(self))
-        scheduler = Scheduler(
+        return Scheduler(
             self.name,
-            self._run_chunk,
-            settings_for(self.config, self.workers, batches_across_requests=not getattr(self.backend, "per_text", False)),
+            self._run_scheduled,
+            settings_for(self.config, self.workers, batches_across_requests=not self.backend.per_text),
             SchedulerHooks(
                 enqueued=queued.inc,
                 started=lambda seconds, texts: metrics.observe_queue_wait(self, seconds, texts),
                 dropped=queued.dec,
             ),
         )
-        scheduler.start()
-        return scheduler
 
     async def postprocess(
         self, result: Predictions, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
@@ -243,21 +292,39 @@ class TextPredictor(kserve.Model):
             result.request, result.outputs, self.specs, self.name, self.config.version, result.truncated
         )
 
-    # ---- chunking ----------------------------------------------------------------------------
-    def _chunk_plan(self, texts: list[str]) -> list[list[int]]:
-        return chunk_plan(texts, self.config.batch_size)
+    # ---- running texts ---------------------------------------------------------------------
+    def run_batch(self, texts: list[str], timer: StageTimer = untimed) -> BatchRun:
+        """Tokenize, run and decode one batch on the calling thread; `timer` times each stage."""
+        batch = timer("tokenize", self._tokenize, texts)
+        array = timer("backend", self.backend.run, batch.arrays)
+        outputs = timer("postprocess", self.head.decode, array, batch)
+        mask = batch.arrays["attention_mask"]
+        return BatchRun(array, outputs, batch.truncated, mask.sum(axis=1), int(mask.size))
 
-    def _predict_blocking(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[int]]:
-        plan = self._chunk_plan(texts)
-        results = [self._run_chunk([texts[i] for i in chunk]) for chunk in plan]
-        return reassemble(len(texts), plan, results)
+    def run_texts(self, texts: Sequence[str], batch_size: int | None = None, workers: int = 1, keep_raw: bool = False,
+                  on_chunk: Callable[[], None] | None = None) -> TextsRun:
+        """`texts` in length-sorted chunks of `batch_size` (the served batch size by default), as a
+        request alone would be, on the calling thread or `workers` threads; no queue, no metrics.
+        `keep_raw` also returns each text's backend output; `on_chunk` is called after each chunk."""
+        plan = chunk_plan(texts, batch_size or self.config.batch_size)
+        started = time.perf_counter()
+        batches = run_chunks(lambda chunk: self.run_batch([texts[i] for i in chunk]), plan, workers, on_chunk)
+        seconds = time.perf_counter() - started
+        outputs, truncated = reassemble(len(texts), plan, [(b.outputs, b.truncated) for b in batches])
+        raw: list[np.ndarray] | None = None
+        if keep_raw:
+            raw = [np.empty(0)] * len(texts)
+            for chunk, batch in zip(plan, batches):
+                for row, i in enumerate(chunk):
+                    values = batch.array[row][: int(batch.tokens[row])] if self.head.per_token_output else batch.array[row]
+                    raw[i] = np.asarray(values, dtype=np.float32)
+        return TextsRun(outputs, truncated, raw, seconds)
 
-    def _run_chunk(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
-        """Tokenize, run and decode one chunk. Runs on a worker thread."""
-        batch = metrics.timed(self, "tokenize", self._tokenize, texts)
-        metrics.observe_chunk(self, batch)
-        array = metrics.timed(self, "backend", self.backend.run, batch.arrays)
-        return metrics.timed(self, "postprocess", self.head.decode, array, batch), batch.truncated
+    def _run_scheduled(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+        """One batch a scheduler worker took, its stages and tokens observed in the metrics."""
+        run = self.run_batch(texts, lambda stage, function, *args: metrics.timed(self, stage, function, *args))
+        metrics.observe_tokens(self, run.tokens, run.padded_tokens)
+        return run.outputs, run.truncated
 
     def _tokenize(self, texts: list[str]) -> TokenBatch:
         needs_offsets = self.head.needs_offsets

@@ -13,7 +13,6 @@ one that is ready.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -35,9 +34,10 @@ from ..model import (
     version_folders,
 )
 from ..model.files import PREDICTOR_FILE
-from ..tasks import load_model_config
+from ..backends import load_model_config
 from .errors import BadModelName, LoadFailed, ModelUnavailable, UnknownModel, UnknownVersion
-from .limits import trim_heap
+from .memory import release_memory
+from .observability import metrics
 from .predictor import TextPredictor
 
 logger = logging.getLogger("kserve.predictors")
@@ -48,12 +48,6 @@ VERSION_SEPARATOR = "/versions/"  # internal registry key of one version: "<name
 
 def versioned_key(name: str, version: str) -> str:
     return f"{name}{VERSION_SEPARATOR}{version}"
-
-
-def _release_memory() -> None:
-    """Give freed heap pages back to the OS so an unload shows in the pod's RSS."""
-    gc.collect()
-    trim_heap()
 
 
 @dataclass
@@ -97,8 +91,10 @@ def folder_state(folder: Path) -> tuple:
 class PredictorRepository(ModelRepository):
     """kserve's ModelRepository over model folders, with versions and a lifecycle."""
 
-    def __init__(self, models_dir: str | Path, drain_seconds: float = 30.0, strict: bool = False) -> None:
+    def __init__(self, models_dir: str | Path, drain_seconds: float = 30.0, strict: bool = False,
+                 predictor_class: type[TextPredictor] = TextPredictor) -> None:
         super().__init__(str(models_dir))
+        self.predictor_class = predictor_class  # what serves a loaded version (unit tests give a stand-in)
         self.root = Path(models_dir)
         self.entries: dict[str, ModelEntry] = {}
         self.drain_seconds = drain_seconds
@@ -220,11 +216,14 @@ class PredictorRepository(ModelRepository):
     def _entry(self, name: str) -> ModelEntry:
         try:
             folder = check_model_name(self.root, name)
+            entry = self.entries.get(name)
+            found = entry is not None or (folder.is_dir() and bool(is_model_folder(folder) or version_folders(folder)))
         except ModelNameError as exc:
             raise BadModelName(str(exc)) from None
-        entry = self.entries.get(name)
+        except OSError as exc:  # a name the file system refuses (its own limits, characters)
+            raise BadModelName(f"{name[:60]!r} cannot name a model folder here: {exc.strerror}") from None
         if entry is None:
-            if not (folder.is_dir() and (is_model_folder(folder) or version_folders(folder))):
+            if not found:
                 raise UnknownModel(f"no model folder '{name}' in {self.root}; models: {sorted(self.entries)}")
             entry = self.entries[name] = ModelEntry(name, folder.resolve())
         return entry
@@ -272,6 +271,7 @@ class PredictorRepository(ModelRepository):
             if old is not None and old.predictor is not None:
                 replaced.append(old.predictor)
             entry.slots[str(number)] = VersionSlot(str(number), READY, "", predictor, fingerprint)
+            metrics.track(predictor)  # only now: a failed reload never takes over the serving one's series
         wanted_ready = [v for v in wanted if (slot := entry.slots.get(str(v))) is not None and slot.state == READY]
         for version in [v for v in entry.slots if int(v) not in wanted]:
             slot = entry.slots[version]
@@ -284,6 +284,7 @@ class PredictorRepository(ModelRepository):
                 replaced.append(slot.predictor)
         ready = entry.ready_versions()
         entry.default = ready[-1] if ready else None  # the atomic switch: one assignment on the loop
+        metrics.serve_default(entry.name, entry.default)
         for predictor in replaced:
             asyncio.ensure_future(self._retire(predictor, f"model '{entry.name}' version {predictor.config.version} was replaced"))
         if failures:
@@ -297,7 +298,7 @@ class PredictorRepository(ModelRepository):
         try:
             versioned = folder != entry.folder
             config = load_model_config(folder, entry.name, version=number if versioned else None)
-            predictor = TextPredictor(config, entry.name)
+            predictor = self.predictor_class(config, entry.name)
             predictor.enable_latency_logging = self.enable_latency_logging
             await asyncio.to_thread(predictor.load)
             return "", predictor
@@ -315,7 +316,7 @@ class PredictorRepository(ModelRepository):
         if not drained:
             logger.warning("%s: %d request(s) still running after %.0fs; freeing anyway", reason, predictor.inflight, self.drain_seconds)
         await asyncio.to_thread(predictor.stop)
-        _release_memory()
+        release_memory()
         logger.info("%s: freed", reason)
 
     async def unload_model(self, name: str) -> dict[str, Any]:
@@ -324,6 +325,7 @@ class PredictorRepository(ModelRepository):
         async with entry.lock:
             entry.unloaded = True
             entry.default = None
+            metrics.serve_default(name, None)
             slots, entry.slots = entry.slots, {}
             reason = f"model '{name}' is unloaded; load it again with POST /v2/repository/models/{name}/load"
             await asyncio.gather(*(self._retire(s.predictor, reason) for s in slots.values() if s.predictor))
@@ -372,7 +374,9 @@ class PredictorRepository(ModelRepository):
         return folder_state(entry.folder) != entry.seen
 
     async def drain_all(self, timeout: float) -> None:
-        """Shutdown: stop admitting everywhere, let accepted requests finish (bounded)."""
+        """Shutdown: stop admitting everywhere (new requests get 503), let accepted ones finish (bounded)."""
         models = [s.predictor for e in self.entries.values() for s in e.slots.values() if s.predictor]
+        for model in models:
+            model.refuse_new_requests(f"model '{model.name}' is not serving: the server is shutting down")
         deadline = time.monotonic() + timeout
         await asyncio.gather(*(m.drain(max(0.0, deadline - time.monotonic())) for m in models))

@@ -1,32 +1,19 @@
-"""Request ids and per-request accounting, for REST (an ASGI middleware) and gRPC (an interceptor).
+"""The request being served in this task: its id, model and texts, in a context variable.
 
 Each inference request gets an id: the client's `x-request-id` header (gRPC: metadata), else the
-V2 body's `id`, else a generated one. It is echoed in the `x-request-id` response header (gRPC:
-trailing metadata), in the response body's `id`, in error bodies (`request_id`, see errors.py) and
-in every log line written while the request runs (logs.py). The same wrappers count the request in
-metrics (protocol, outcome, whole-request latency, in-flight).
+V2 body's `id`, else a generated one. The transport's wrappers (transport/request_ids.py) begin the
+context; the model adopts the body's id once it is decoded; error bodies and every log line written
+while the request runs read it from here.
 """
 
 from __future__ import annotations
 
 import contextvars
-import re
-import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
-
-from grpc_interceptor import AsyncServerInterceptor
-
-from . import metrics
 
 HEADER = "x-request-id"
 MAX_ID_LENGTH = 128  # a longer client id is replaced, so logs and headers stay bounded
-_INFER_PATHS = (
-    (re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$"), "v2_rest"),
-    (re.compile(r"^/v1/models/(?P<model>[^/:]+)(?::predict)$"), "v1"),
-)
-GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 @dataclass
@@ -37,6 +24,7 @@ class RequestContext:
     from_client: bool  # the id came from the x-request-id header / metadata
     model: str | None = None
     texts: int = 0
+    served_by: tuple[str, str] | None = None  # (model, version) of the instance that served it
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("predictors_request", default=None)
@@ -69,92 +57,16 @@ def begin(header_id: str | None, model: str | None = None) -> RequestContext:
     return context
 
 
-def adopt(body_id: str | None, texts: int) -> str:
+def adopt(body_id: str | None, texts: int, served_by: tuple[str, str] | None = None) -> str:
     """Called by the model once the body is decoded: the id the response body carries. A V2 body
     `id` becomes the request's id when no header named one; otherwise the header's (or generated)
-    id is used, so a client always gets an id back."""
+    id is used, so a client always gets an id back. `served_by` names the model version serving it."""
     context = _current.get()
     if context is None:  # outside a transport wrapper (warm-up, build steps)
         return body_id or new_request_id()
     context.texts = texts
+    context.served_by = served_by
     body = _client_id(body_id)
     if body is not None and not context.from_client:
         context.request_id = body
     return body_id if body_id else context.request_id  # V2 echoes the body's id as sent
-
-
-# ---- REST ---------------------------------------------------------------------------------------
-class RequestIdMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware): the context variable set here is the one the endpoint and
-    the exception handlers see."""
-
-    def __init__(self, app: Callable) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == HEADER.encode()), None)
-        protocol, key = _infer_route(scope.get("path", ""))
-        context = begin(header, key[0] if key else None)
-        status = 499  # stays so when no answer was sent: the client hung up (nginx's "client closed request")
-        started = time.perf_counter()
-
-        async def send_with_id(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER.encode()]
-                message = {**message, "headers": [*headers, (HEADER.encode(), context.request_id.encode("latin-1"))]}
-            await send(message)
-
-        if key is None:
-            await self.app(scope, receive, send_with_id)
-            return
-        metrics.in_flight(key, 1)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            metrics.in_flight(key, -1)
-            metrics.observe_request(
-                key, protocol, metrics.outcome_for_status(status), time.perf_counter() - started, context.texts
-            )
-
-
-def _infer_route(path: str) -> tuple[str | None, tuple[str, str] | None]:
-    for pattern, protocol in _INFER_PATHS:
-        match = pattern.match(path)
-        if match:
-            return protocol, metrics.tracked(match["model"], match.groupdict().get("version"))
-    return None, None
-
-
-# ---- gRPC ---------------------------------------------------------------------------------------
-class RequestIdInterceptor(AsyncServerInterceptor):
-    """Innermost gRPC interceptor: sees the handler's own exception (before the status interceptor
-    turns it into a status code), so the outcome is classified the same way as over REST."""
-
-    async def intercept(self, method: Any, request: Any, context: Any, method_name: str) -> Any:
-        metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        header = metadata.get(HEADER) or (getattr(request, "id", None) if method_name == GRPC_INFER else None)
-        key = metrics.tracked(request.model_name, request.model_version or None) if method_name == GRPC_INFER else None
-        request_context = begin(header, key[0] if key else None)
-        request_context.from_client = request_context.from_client or bool(getattr(request, "id", None))
-        context.set_trailing_metadata(((HEADER, request_context.request_id),))
-        if key is None:
-            return await method(request, context)
-        metrics.in_flight(key, 1)
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await method(request, context)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            metrics.in_flight(key, -1)
-            metrics.observe_request(
-                key, "v2_grpc", metrics.outcome_for_exception(error), time.perf_counter() - started,
-                request_context.texts,
-            )

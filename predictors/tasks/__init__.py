@@ -13,7 +13,7 @@ from ..model import ModelConfig
 from ..model import discover_models as _discover_models
 from ..model import infer_task as _infer_task
 from ..model import load_model_config as _load_model_config
-from .base import GateCheck, GateRun, OutputSpec, TaskHead, TokenBatch
+from .base import DriftSignal, GateCheck, GateRun, Observation, OutputSpec, TaskHead, TaskMetric, TokenBatch
 from .classification import ClassificationHead
 from .embedding import EmbeddingHead
 from .token_classification import TokenClassificationHead
@@ -43,6 +43,6 @@ def head_for(config: ModelConfig) -> TaskHead:
 
 
 __all__ = [
-    "TASKS", "TASK_TRAITS", "GateCheck", "GateRun", "OutputSpec", "TaskHead", "TokenBatch", "discover_models", "head_for", "infer_task",
+    "TASKS", "TASK_TRAITS", "DriftSignal", "GateCheck", "Observation", "TaskMetric", "GateRun", "OutputSpec", "TaskHead", "TokenBatch", "discover_models", "head_for", "infer_task",
     "load_model_config",
 ]

@@ -1,10 +1,15 @@
-"""The task-head contract: backend arrays in, typed per-text outputs out."""
+"""The task-head contract: backend arrays in, typed per-text outputs out.
+
+Everything task-specific lives in the head: its outputs, how they are decoded, compared in the
+export gate and printed by the CLI, which metrics it observes and which dashboard panels show them,
+its drift signals, and whether its answers are cached by default. The layers above iterate over
+the registry (tasks/__init__.py) and never name a task."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -34,6 +39,32 @@ class TokenBatch:
     offsets: np.ndarray | None  # [n, seq, 2] character offsets, for heads that need them
     special_tokens: np.ndarray | None  # [n, seq] 1 where the token is [CLS]/[SEP]/[PAD]
     truncated: list[bool]
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """A Prometheus series a task observes for each text it predicts, beside `model` and `version`.
+    `kind` is "counter" (each observation adds its value) or "histogram" (each is one sample)."""
+
+    name: str  # without the _total suffix of counters
+    kind: str
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+
+#: One observation of a TaskMetric: (metric name, values of its extra labels, value).
+Observation = tuple[str, tuple[str, ...], float]
+
+
+@dataclass(frozen=True)
+class DriftSignal:
+    """How the drift reference bins one signal: by `categories` (categorical; values outside share
+    a last "other" bin), by fixed inner `edges` (numeric), or, with neither, at the reference's deciles."""
+
+    name: str
+    categories: tuple[str, ...] | None = None
+    edges: tuple[float, ...] | None = None
 
 
 def percent(value: float) -> str:
@@ -73,6 +104,13 @@ class TaskHead(ABC):
     # True when the backend output holds one value per token ([n, seq, ...]) rather than per text
     # ([n, C]): the ONNX export gives it a dynamic sequence axis and compares real tokens only.
     per_token_output: ClassVar[bool] = False
+    # Whether the response cache holds this task's answers unless predictor.yaml says otherwise.
+    cached_by_default: ClassVar[bool] = True
+    # The series `observe` feeds (predictors_* metrics beside the serving layer's own).
+    metrics: ClassVar[tuple[TaskMetric, ...]] = ()
+    # Dashboard panel title -> PromQL expressions; `{sel}` is the model selector and `{rate}` the rate
+    # interval, filled in by the dashboard renderer (predictors/deploy/monitoring.py).
+    dashboard_panels: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -88,6 +126,29 @@ class TaskHead(ABC):
     def describe(self) -> dict[str, Any]:
         """Extra model metadata a client can discover (labels, dimensions)."""
         return {}
+
+    # ---- what the server watches: metrics and drift ----------------------------------------------
+    def observe(self, outputs: dict[str, np.ndarray]) -> Iterable[Observation]:
+        """The observations of `metrics` for one request's outputs."""
+        return ()
+
+    def metric_label_values(self) -> dict[str, list[tuple[str, ...]]]:
+        """Per metric with extra labels, the label values to create at 0 when the model loads, so
+        ratios and alerts have data before the first prediction (e.g. each class label)."""
+        return {}
+
+    @abstractmethod
+    def drift_values(self, outputs: dict[str, Any], centroid: np.ndarray | None = None) -> dict[str, list]:
+        """Each drift signal's value for every text of one prediction's outputs (`centroid`: the
+        reference's, for heads whose signals are measured against it)."""
+
+    @abstractmethod
+    def drift_signals(self, values: dict[str, list]) -> list[DriftSignal]:
+        """How the reference bins each signal, given the reference texts' `drift_values`."""
+
+    def drift_centroid(self, outputs: dict[str, Any]) -> np.ndarray | None:
+        """A unit vector the signals are measured against, from the reference texts' outputs (None: none)."""
+        return None
 
     @staticmethod
     @abstractmethod

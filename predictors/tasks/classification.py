@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ..model import TaskTraits
-from .base import GateCheck, GateRun, OutputSpec, TaskHead, TokenBatch, percent, softmax
+from .base import (
+    DriftSignal, GateCheck, GateRun, Observation, OutputSpec, TaskHead, TaskMetric, TokenBatch, percent, softmax,
+)
+
+SCORE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+PREDICTED_LABELS = "predictors_predicted_labels"
+TOP_SCORE = "predictors_top_score"
 
 
 class ClassificationHead(TaskHead):
     hf_auto_class = "AutoModelForSequenceClassification"
     backend_output = "logits"
     traits = TaskTraits(architectures=("ForSequenceClassification",))
+    metrics = (
+        TaskMetric(PREDICTED_LABELS, "counter", "Texts by predicted label (classification).", ("label",)),
+        TaskMetric(TOP_SCORE, "histogram", "Probability of the predicted label (classification).", buckets=SCORE_BUCKETS),
+    )
+    dashboard_panels = {
+        "Predicted label distribution": (
+            "sum by (model, label) (rate(predictors_predicted_labels_total{{{sel}}}[{rate}]))"
+            " / ignoring (label) group_left sum by (model) (rate(predictors_predicted_labels_total{{{sel}}}[{rate}]))",
+        ),
+        "Top score (median)": (
+            "histogram_quantile(0.5, sum by (model, le) (rate(predictors_top_score_bucket{{{sel}}}[{rate}])))",
+        ),
+    }
 
     def outputs(self) -> list[OutputSpec]:
         return [
@@ -34,6 +53,22 @@ class ClassificationHead(TaskHead):
 
     def describe(self) -> dict[str, Any]:
         return {"labels": list(self.config.labels)}
+
+    def observe(self, outputs: dict[str, np.ndarray]) -> Iterable[Observation]:
+        for label, count in zip(*np.unique(np.asarray(outputs["label"], dtype=str), return_counts=True)):
+            yield PREDICTED_LABELS, (str(label),), int(count)
+        for score in np.asarray(outputs["score"], dtype=np.float64):
+            yield TOP_SCORE, (), float(score)
+
+    def metric_label_values(self) -> dict[str, list[tuple[str, ...]]]:
+        return {PREDICTED_LABELS: [(label,) for label in self.config.labels]}
+
+    def drift_values(self, outputs: dict[str, Any], centroid: np.ndarray | None = None) -> dict[str, list]:
+        """`label` (the predicted label, categorical) and `score` (the top probability)."""
+        return {"label": [str(v) for v in outputs["label"]], "score": [float(v) for v in outputs["score"]]}
+
+    def drift_signals(self, values: dict[str, list]) -> list[DriftSignal]:
+        return [DriftSignal("label", categories=tuple(self.config.labels)), DriftSignal("score")]
 
     @staticmethod
     def format_text(outputs: dict[str, dict[str, Any]], index: int) -> list[str]:

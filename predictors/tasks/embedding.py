@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..model import ModelConfig, TaskTraits
-from .base import GateCheck, GateRun, OutputSpec, TaskHead, TokenBatch, percent
+from .base import DriftSignal, GateCheck, GateRun, OutputSpec, TaskHead, TokenBatch, percent
 
 
 def pool(states: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -43,6 +43,23 @@ class EmbeddingHead(TaskHead):
 
     def describe(self) -> dict[str, Any]:
         return {"dimension": self.dimension, "pooling": self.config.pooling, "normalized": self.config.normalize}
+
+    def drift_values(self, outputs: dict[str, Any], centroid: np.ndarray | None = None) -> dict[str, list]:
+        """`cosine`: each text's vector against the reference centroid (none without one)."""
+        if centroid is None:
+            return {}
+        vectors = np.asarray(outputs["embedding"], dtype=np.float32)
+        norms = np.clip(np.linalg.norm(vectors, axis=-1) * np.linalg.norm(centroid), 1e-12, None)
+        return {"cosine": [float(v) for v in (vectors @ centroid) / norms]}
+
+    def drift_signals(self, values: dict[str, list]) -> list[DriftSignal]:
+        return [DriftSignal("cosine")]
+
+    def drift_centroid(self, outputs: dict[str, Any]) -> np.ndarray | None:
+        """The mean of the reference texts' vectors, as a unit vector."""
+        vectors = np.asarray(outputs["embedding"], dtype=np.float64)
+        centroid = vectors.mean(axis=0)
+        return centroid / max(float(np.linalg.norm(centroid)), 1e-12)
 
     @staticmethod
     def format_text(outputs: dict[str, dict[str, Any]], index: int) -> list[str]:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ..model import TaskTraits
-from .base import GateCheck, GateRun, OutputSpec, TaskHead, TokenBatch, percent, softmax
+from .base import (
+    DriftSignal, GateCheck, GateRun, Observation, OutputSpec, TaskHead, TaskMetric, TokenBatch, percent, softmax,
+)
+
+ENTITY_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21)
+ENTITIES_PER_TEXT = "predictors_entities_per_text"
+ENTITY_COUNT_EDGES = (1, 2, 3, 4, 6)  # drift bins 0, 1, 2, 3, 4-5, 6+
+NO_ENTITY = "none"
 
 
 @dataclass
@@ -72,6 +79,16 @@ class TokenClassificationHead(TaskHead):
     needs_offsets = True
     per_token_output = True
     traits = TaskTraits(architectures=("ForTokenClassification",))
+    # Off by default: its inputs are the personal data it looks for (docs/performance.md).
+    cached_by_default = False
+    metrics = (TaskMetric(ENTITIES_PER_TEXT, "histogram", "Entity spans found per text (token classification).",
+                          buckets=ENTITY_BUCKETS),)
+    dashboard_panels = {
+        "Entities per text (mean)": (
+            "sum by (model) (rate(predictors_entities_per_text_sum{{{sel}}}[{rate}]))"
+            " / sum by (model) (rate(predictors_entities_per_text_count{{{sel}}}[{rate}]))",
+        ),
+    }
 
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("entities", "BYTES", json=True)]
@@ -92,6 +109,23 @@ class TokenClassificationHead(TaskHead):
     def describe(self) -> dict[str, Any]:
         kinds = sorted({k for k in (entity_type(label)[0] for label in self.config.labels) if k})
         return {"entities": kinds}
+
+    def observe(self, outputs: dict[str, np.ndarray]) -> Iterable[Observation]:
+        for count in self.drift_values(outputs)["entity_count"]:
+            yield ENTITIES_PER_TEXT, (), count
+
+    def drift_values(self, outputs: dict[str, Any], centroid: np.ndarray | None = None) -> dict[str, list]:
+        """`entity_count` (spans per text) and `entity_type` (the first span's type, or "none")."""
+        entities = [e if isinstance(e, list) else json.loads(e) for e in outputs["entities"]]
+        return {
+            "entity_count": [float(len(e)) for e in entities],
+            "entity_type": [e[0]["entity"] if e else NO_ENTITY for e in entities],
+        }
+
+    def drift_signals(self, values: dict[str, list]) -> list[DriftSignal]:
+        kinds = sorted({v for v in values["entity_type"] if v != NO_ENTITY})
+        return [DriftSignal("entity_count", edges=ENTITY_COUNT_EDGES),
+                DriftSignal("entity_type", categories=(NO_ENTITY, *kinds))]
 
     @staticmethod
     def format_text(outputs: dict[str, dict[str, Any]], index: int) -> list[str]:

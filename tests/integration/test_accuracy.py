@@ -80,7 +80,7 @@ def test_hf_and_onnx_agree_on_heldout_labels(demo_models, model):
         predictor = TextPredictor(dataclasses.replace(config, backend=backend, onnx_file=onnx_file))
         predictor.load()
         assert predictor.choice.name == backend
-        outputs, _ = predictor._predict_blocking(texts)
+        outputs = predictor.run_texts(texts).outputs
         labels[backend] = list(outputs["label"])
         predictor.stop()
     agreement = np.mean([a == b for a, b in zip(labels["hf"], labels["onnx"])])

@@ -191,7 +191,8 @@ def test_scheduled_answers_equal_the_direct_run(demo_models, tmp_path, backend):
     predictor.load()
     texts = [text[: 20 + 9 * i] for i, text in enumerate(review_texts(24, "mixed"))]  # lengths vary
     try:
-        direct, direct_truncated = predictor._predict_blocking(texts)
+        direct_run = predictor.run_texts(texts)
+        direct, direct_truncated = direct_run.outputs, direct_run.truncated
 
         async def scheduled():
             others = [predictor.predict(TextRequest(texts=texts[i::5][:3], protocol="v2")) for i in range(5)]

@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from predictors.serving.cache import CacheIdentity, RedisCache
+from predictors.serving.scheduling.cache import CacheIdentity, RedisCache
 from tests.conftest import free_port, start_server
 from tests.helpers import linked_model_folder
 

@@ -172,3 +172,52 @@ def test_sigterm_answers_the_accepted_requests(tmp_path: Path) -> None:
     server.process.wait(timeout=60)
     assert results == [200] * 4, results
     assert time.monotonic() - started < 45
+
+
+def _keep_alive_exchange(server: RunningServer, requests: list[tuple[str, str, bytes, dict[str, str]]]) -> list[tuple[int, bytes]]:
+    """Several requests on one kept-alive connection, as a client's connection pool sends them."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    answers = []
+    try:
+        for method, path, body, headers in requests:
+            connection.request(method, path, body=body or None, headers=headers)
+            reply = connection.getresponse()
+            answers.append((reply.status, reply.read()))
+    finally:
+        connection.close()
+    return answers
+
+
+def test_hostile_requests_get_a_4xx_and_keep_the_connection(mixed_server: RunningServer) -> None:
+    """Each refusal is a JSON 4xx naming the mistake, and the client's kept-alive connection serves
+    its next request (a 5xx followed by a reset would cost it two requests)."""
+    json_headers = {"Content-Type": "application/json"}
+    infer = json.dumps(infer_body([TEXT])).encode()
+    duplicate = json.dumps({**infer_body([TEXT]), "outputs": [{"name": "entities"}, {"name": "entities"}]}).encode()
+    lower_case = json.dumps({"inputs": [{"name": "text", "datatype": "bytes", "shape": [1], "data": [TEXT]}]}).encode()
+    answers = _keep_alive_exchange(mixed_server, [
+        ("POST", f"/v2/repository/models/{'n' * 300}/load", b"", {}),
+        ("GET", "/v2/health/live", b"", {}),
+        ("POST", "/v1/models/ner:explain", b'{"instances": ["a"]}', json_headers),
+        ("POST", "/v2/models/ner/infer", duplicate, json_headers),
+        ("POST", "/v2/models/ner/infer", lower_case, json_headers),
+        ("POST", "/v2/models/ner/infer", infer, json_headers),
+    ])
+    statuses = [status for status, _ in answers]
+    assert statuses == [400, 200, 404, 400, 400, 200], answers
+    assert b"at most 255 bytes" in answers[0][1] and b"no explainer" in answers[2][1]
+    assert b"requested twice" in answers[3][1] and b"upper case" in answers[4][1]
+    assert "Traceback" not in mixed_server.log.read_text()
+
+
+def test_request_headers_over_16_kib_get_a_431(mixed_server: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=30) as sock:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * 100_000 + b"\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body)["error"].startswith("request headers are over the limit")
+    assert http_status(f"{mixed_server.url}/v2/health/live") == 200

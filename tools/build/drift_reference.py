@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from ..model import DRIFT_REFERENCE_FILE
-from ..tasks import load_model_config
-from . import codec
-from .drift import build_reference, reference_texts
-from .predictor import TextPredictor
+from predictors.model import DRIFT_REFERENCE_FILE
+from predictors.serving import codec
+from predictors.serving.observability.drift import build_reference, reference_texts
+from predictors.serving.predictor import TextPredictor
+from predictors.backends import load_model_config
 
 
 def write_reference(folder: Path) -> Path:
@@ -40,7 +40,7 @@ def write_reference(folder: Path) -> Path:
                 outputs.setdefault(name, []).extend(list(values))
     finally:
         model.stop()
-    reference = build_reference(config, {k: np.asarray(v) if k != "entities" else v for k, v in outputs.items()},
+    reference = build_reference(config, model.head, {k: np.asarray(v) if k != "entities" else v for k, v in outputs.items()},
                                 source, len(texts))
     path = folder / DRIFT_REFERENCE_FILE
     path.write_text(json.dumps(reference.to_json(), indent=1) + "\n")

@@ -34,9 +34,9 @@ from jsonschema.exceptions import ValidationError
 from .documents import Document, field_path, type_name
 from .objectmeta import OBJECT_META, SERVER_SET_FIELDS, scope_errors
 
-ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR_ENVS = ("PREDICTORS_CRD_DIR", "KSERVE_CRD_DIR")
-DEFAULT_CRD_DIR = ROOT.parent / "shared" / "k8s-schemas"
+#: ../shared/k8s-schemas beside the checkout the command runs in (its working directory).
+SHARED_CRD_DIR = Path("..") / "shared" / "k8s-schemas"
 HOW_TO_PROVIDE = "clone the steering repo's shared/ beside this one, or set PREDICTORS_CRD_DIR"
 INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
@@ -47,17 +47,17 @@ class CrdSchemasNotFound(FileNotFoundError):
 
 
 def default_crd_dir() -> Path:
-    """$PREDICTORS_CRD_DIR or $KSERVE_CRD_DIR, else ../shared/k8s-schemas beside the repository."""
+    """$PREDICTORS_CRD_DIR or $KSERVE_CRD_DIR, else ../shared/k8s-schemas beside the checkout."""
     for name in CRD_DIR_ENVS:
         if os.environ.get(name):
             return Path(os.environ[name])
-    return DEFAULT_CRD_DIR
+    return SHARED_CRD_DIR.resolve()
 
 
 def missing_crds_reason(crd_dir: Path | None = None) -> str:
     """One line: where the CRD schemas were looked for and how to provide them."""
     where = crd_dir or default_crd_dir()
-    shown = "../shared/k8s-schemas" if where == DEFAULT_CRD_DIR else str(where)
+    shown = "../shared/k8s-schemas" if where == SHARED_CRD_DIR.resolve() else str(where)
     return f"CRD schemas not found at {shown} ({HOW_TO_PROVIDE})"
 
 

@@ -1,12 +1,9 @@
 """Prediction drift: a reference distribution recorded at build time, a sliding window of what the
 server predicts, and the population stability index (PSI) between the two per signal.
 
-Signals per task (each text contributes one value per signal):
-- classification: `label` (the predicted label, categorical) and `score` (the top probability);
-- token classification: `entity_count` (spans per text) and `entity_type` (the first span's type,
-  or "none");
-- embedding: `cosine` (cosine similarity of the text's vector to the reference centroid).
-Numeric signals are binned at the reference's deciles, so each reference bin holds ~10 %.
+Each task head names its signals (TaskHead.drift_values / drift_signals): one value per text and
+signal, categorical or numeric. Numeric signals are binned at the reference's deciles unless the
+head fixes the edges, so each reference bin holds ~10 %.
 
 PSI = sum over bins of (window - reference) * ln(window / reference), proportions floored at
 1e-4. Rule of thumb: below 0.1 stable, 0.1-0.25 moderate shift, above 0.25 a real change.
@@ -16,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -25,43 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from ..model import DRIFT_REFERENCE_FILE, ModelConfig
+from ...model import DRIFT_REFERENCE_FILE, ModelConfig
+from ...model.environment import server_environment
+from ...tasks import TaskHead
 from .drift_texts import builtin_texts
 
 #: How many recent texts the window holds (env PREDICTORS_DRIFT_WINDOW).
 DEFAULT_WINDOW = 1000
 DECILES = 10
-ENTITY_COUNT_EDGES = [1, 2, 3, 4, 6]  # bins 0, 1, 2, 3, 4-5, 6+
-NO_ENTITY = "none"
 PROPORTION_FLOOR = 1e-4
 
 
 def window_size_setting() -> int:
-    value = os.environ.get("PREDICTORS_DRIFT_WINDOW", "")
-    try:
-        return max(1, int(value)) if value else DEFAULT_WINDOW
-    except ValueError:
-        raise SystemExit(f"error: PREDICTORS_DRIFT_WINDOW must be a positive integer, got {value!r}") from None
-
-
-# ---- per-text signal values ---------------------------------------------------------------------
-def signal_values(task: str, outputs: dict[str, Any], centroid: np.ndarray | None = None) -> dict[str, list]:
-    """Each signal's value for every text of one prediction's outputs."""
-    if task == "classification":
-        return {"label": [str(v) for v in outputs["label"]], "score": [float(v) for v in outputs["score"]]}
-    if task == "token_classification":
-        entities = [e if isinstance(e, list) else json.loads(e) for e in outputs["entities"]]
-        return {
-            "entity_count": [float(len(e)) for e in entities],
-            "entity_type": [e[0]["entity"] if e else NO_ENTITY for e in entities],
-        }
-    if task == "embedding":
-        vectors = np.asarray(outputs["embedding"], dtype=np.float32)
-        if centroid is None:
-            return {}
-        norms = np.clip(np.linalg.norm(vectors, axis=-1) * np.linalg.norm(centroid), 1e-12, None)
-        return {"cosine": [float(v) for v in (vectors @ centroid) / norms]}
-    return {}
+    return server_environment().drift_window
 
 
 # ---- reference ----------------------------------------------------------------------------------
@@ -138,25 +110,17 @@ class Reference:
         return cls(data["task"], data.get("source", ""), int(data.get("texts", 0)), signals, data.get("centroid"))
 
 
-def build_reference(config: ModelConfig, outputs: dict[str, Any], source: str, texts: int) -> Reference:
+def build_reference(config: ModelConfig, head: TaskHead, outputs: dict[str, Any], source: str, texts: int) -> Reference:
     """The reference distribution of a model's predictions on its reference texts."""
-    centroid = None
-    if config.task == "embedding":
-        vectors = np.asarray(outputs["embedding"], dtype=np.float64)
-        centroid = vectors.mean(axis=0)
-        centroid = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
-    values = signal_values(config.task, outputs, centroid)
+    centroid = head.drift_centroid(outputs)
+    values = head.drift_values(outputs, centroid)
     signals: dict[str, Signal] = {}
-    for name, column in values.items():
-        if name == "label":
-            signals[name] = categorical_signal(name, column, list(config.labels))
-        elif name == "entity_type":
-            kinds = sorted({v for v in column if v != NO_ENTITY})
-            signals[name] = categorical_signal(name, column, [NO_ENTITY, *kinds])
-        elif name == "entity_count":
-            signals[name] = numeric_signal(name, column, ENTITY_COUNT_EDGES)
+    for spec in head.drift_signals(values):
+        column = values[spec.name]
+        if spec.categories is not None:
+            signals[spec.name] = categorical_signal(spec.name, column, list(spec.categories))
         else:
-            signals[name] = numeric_signal(name, column)
+            signals[spec.name] = numeric_signal(spec.name, column, list(spec.edges) if spec.edges is not None else None)
     return Reference(
         config.task, source, texts, signals, [round(float(v), 6) for v in centroid] if centroid is not None else None
     )
@@ -175,7 +139,7 @@ def reference_texts(config: ModelConfig) -> tuple[list[str], str]:
     if heldout:
         return [row["text"] for row in heldout], f"heldout.jsonl ({len(heldout)} texts)"
     texts = builtin_texts()
-    return texts, f"built-in reference texts ({len(texts)}, predictors/serving/drift_texts.py)"
+    return texts, f"built-in reference texts ({len(texts)}, predictors/serving/observability/drift_texts.py)"
 
 
 # ---- the live window ----------------------------------------------------------------------------
@@ -189,8 +153,9 @@ class DriftWindow:
     """The last `size` texts' signal bins, with running counts so PSI costs O(bins). Thread-safe:
     worker threads observe while the /metrics scrape reads."""
 
-    def __init__(self, reference: Reference, size: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, reference: Reference, head: TaskHead, size: int = DEFAULT_WINDOW) -> None:
         self.reference = reference
+        self.head = head
         self.size = size
         self.centroid = np.asarray(reference.centroid, dtype=np.float32) if reference.centroid else None
         self._rows: deque[tuple[int, ...]] = deque()
@@ -199,7 +164,7 @@ class DriftWindow:
         self._lock = threading.Lock()
 
     def observe(self, outputs: dict[str, Any]) -> None:
-        values = signal_values(self.reference.task, outputs, self.centroid)
+        values = self.head.drift_values(outputs, self.centroid)
         if not values or any(n not in values for n in self._names):
             return
         signals = self.reference.signals

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from kserve.logging import configure_logging as configure_kserve_logging
 
-from .request_ids import current
+from ..request_context import current
 
 LOG_FORMATS = ("text", "json")
 #: The loggers kserve's configuration gives handlers to (predictors' own log through "kserve").
@@ -56,12 +56,12 @@ class RequestTextFormatter(logging.Formatter):
         return f"{line} [model={getattr(record, 'model', None) or '-'} request_id={request_id}]"
 
 
-def configure_logging(log_format: str = "text") -> None:
-    """kserve's logging configuration, every handler of it tagged with the request context.
-    Call before the server starts (kserve then keeps the configuration it finds)."""
+def configure_logging(log_format: str = "text", log_config_file: str | None = None) -> None:
+    """kserve's logging configuration (or the --log_config_file it reads), every handler of it
+    tagged with the request context. Call before the server starts."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {LOG_FORMATS}, got {log_format!r}")
-    configure_kserve_logging()
+    configure_kserve_logging(log_config_file)
     for name in LOGGERS:
         for handler in logging.getLogger(name).handlers:
             if any(isinstance(f, RequestContextFilter) for f in handler.filters):

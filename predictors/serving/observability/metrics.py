@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ...tasks import TASKS, TaskMetric
 from . import drift
 
 MODEL_LABELS = ("model", "version")
@@ -31,8 +32,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 384, 512)
 RATIO_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-SCORE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-ENTITY_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21)
 
 PROTOCOLS = ("v2_rest", "v2_grpc", "v1")
 OUTCOMES = ("success", "client_error", "overloaded", "not_ready", "timeout", "server_error")
@@ -74,16 +73,19 @@ PADDING = Histogram(
 )
 IN_FLIGHT = Gauge("predictors_requests_in_flight", "Inference requests being served now.", MODEL_LABELS)
 QUEUED = Gauge("predictors_queued_texts", "Texts waiting for a worker.", MODEL_LABELS)
-PREDICTED_LABELS = Counter(
-    "predictors_predicted_labels", "Texts by predicted label (classification).", [*MODEL_LABELS, "label"]
-)
-TOP_SCORE = Histogram(
-    "predictors_top_score", "Probability of the predicted label (classification).", MODEL_LABELS, buckets=SCORE_BUCKETS
-)
-ENTITIES = Histogram(
-    "predictors_entities_per_text", "Entity spans found per text (token classification).", MODEL_LABELS,
-    buckets=ENTITY_BUCKETS,
-)
+
+
+def _task_metric(metric: TaskMetric) -> Counter | Histogram:
+    names = [*MODEL_LABELS, *metric.labels]
+    if metric.kind == "counter":
+        return Counter(metric.name, metric.help, names)
+    return Histogram(metric.name, metric.help, names, buckets=metric.buckets)
+
+
+#: The series the task heads observe (TaskHead.metrics), by name, for every registered task.
+TASK_METRICS: dict[str, Counter | Histogram] = {
+    metric.name: _task_metric(metric) for head in TASKS.values() for metric in head.metrics
+}
 
 
 def labels(model: Any) -> tuple[str, str]:
@@ -95,19 +97,31 @@ class _Tracked:
     def __init__(self, model: Any) -> None:
         self.model = weakref.ref(model)
         reference = drift.read_reference(model.config.path)
-        self.drift = drift.DriftWindow(reference, drift.window_size_setting()) if reference else None
+        self.drift = drift.DriftWindow(reference, model.head, drift.window_size_setting()) if reference else None
 
 
 _tracked: dict[tuple[str, str], _Tracked] = {}
+_default_versions: dict[str, str] = {}  # model -> the version its unversioned routes reach
 _tracked_lock = threading.Lock()
 
 
 def track(model: Any) -> None:
-    """Report this model's state (ready, load seconds, backend, drift) on /metrics from now on."""
+    """Report this model's state (ready, load seconds, backend, drift) on /metrics from now on. The
+    repository calls it when the instance starts serving, so an instance that fails to load never
+    takes over the series of the one still serving the same version."""
     entry = _Tracked(model)
     with _tracked_lock:
         _tracked[labels(model)] = entry
     _initialize_series(model)
+
+
+def serve_default(name: str, version: str | None) -> None:
+    """The version `name`'s unversioned routes reach now (None: none), for labelling their requests."""
+    with _tracked_lock:
+        if version is None:
+            _default_versions.pop(name, None)
+        else:
+            _default_versions[name] = version
 
 
 def _initialize_series(model: Any) -> None:
@@ -123,22 +137,19 @@ def _initialize_series(model: Any) -> None:
         STAGE_SECONDS.labels(*key, stage)
     for metric in (TEXTS_PER_REQUEST, CHUNKS_PER_REQUEST, BATCH_TEXTS, TOKENS_PER_TEXT, TRUNCATED, PADDING, IN_FLIGHT, QUEUED):
         metric.labels(*key)
-    if model.config.task == "classification":
-        TOP_SCORE.labels(*key)
-        for label in model.config.labels:
-            PREDICTED_LABELS.labels(*key, label)
-    if model.config.task == "token_classification":
-        ENTITIES.labels(*key)
+    label_values = model.head.metric_label_values()
+    for metric in model.head.metrics:
+        for values in label_values.get(metric.name, [()]) if metric.labels else [()]:
+            TASK_METRICS[metric.name].labels(*key, *values)
 
 
 def tracked(name: str, version: str | None = None) -> tuple[str, str] | None:
     """The (model, version) label values for a request naming `name` (and maybe a version), or
     None for a model this server does not serve (never a label: names are client input)."""
     with _tracked_lock:
-        keys = [k for k, entry in _tracked.items() if k[0] == name and entry.model() is not None]
-    if version is not None:
-        return (name, version) if (name, version) in keys else None
-    return max(keys, key=lambda k: (len(k[1]), k[1])) if keys else None
+        version = version if version is not None else _default_versions.get(name)
+        entry = _tracked.get((name, version)) if version is not None else None
+        return (name, version) if entry is not None and entry.model() is not None else None
 
 
 def drift_window(model: Any) -> drift.DriftWindow | None:
@@ -234,20 +245,6 @@ def timed(model: Any, stage: str, function: Callable[..., Result], *args: Any) -
         STAGE_SECONDS.labels(*labels(model), stage).observe(time.perf_counter() - started)
 
 
-def queued(model: Any, function: Callable[[list[str]], Result], texts: list[str]) -> Callable[[], Result]:
-    """`function(texts)` for an executor: counts the texts as queued until a worker starts it, and
-    observes that wait as the `queue` stage."""
-    key = labels(model)
-    QUEUED.labels(*key).inc(len(texts))
-    submitted = time.perf_counter()
-
-    def run() -> Result:
-        observe_queue_wait(model, time.perf_counter() - submitted, len(texts), key)
-        return function(texts)
-
-    return run
-
-
 def observe_queue_wait(model: Any, seconds: float, texts: int, key: tuple[str, str] | None = None) -> None:
     """A batch of `texts` left the queue after `seconds` (for a scheduler that counted them in with
     `QUEUED.labels(...).inc`)."""
@@ -257,16 +254,14 @@ def observe_queue_wait(model: Any, seconds: float, texts: int, key: tuple[str, s
     BATCH_TEXTS.labels(*key).observe(texts)
 
 
-def observe_chunk(model: Any, batch: Any) -> None:
-    """Tokens per text and padding of one tokenized chunk (a TokenBatch)."""
+def observe_tokens(model: Any, tokens: Any, padded_tokens: int) -> None:
+    """Tokens per text of one batch a worker ran, and the share of its padded token slots that are padding."""
     key = labels(model)
-    mask = np.asarray(batch.arrays["attention_mask"])
-    tokens = mask.sum(axis=1)
     histogram = TOKENS_PER_TEXT.labels(*key)
     for count in tokens:
         histogram.observe(float(count))
-    if mask.size:
-        PADDING.labels(*key).observe(1.0 - float(tokens.sum()) / mask.size)
+    if padded_tokens:
+        PADDING.labels(*key).observe(1.0 - float(sum(tokens)) / padded_tokens)
 
 
 def observe_plan(model: Any, texts: int, chunks: int) -> None:
@@ -280,17 +275,12 @@ def observe_predictions(model: Any, outputs: dict[str, Any], truncated: int) -> 
     key = labels(model)
     if truncated:
         TRUNCATED.labels(*key).inc(truncated)
-    if "label" in outputs:
-        for label, count in zip(*np.unique(np.asarray(outputs["label"], dtype=str), return_counts=True)):
-            PREDICTED_LABELS.labels(*key, str(label)).inc(int(count))
-    if "score" in outputs:
-        histogram = TOP_SCORE.labels(*key)
-        for score in np.asarray(outputs["score"], dtype=np.float64):
-            histogram.observe(float(score))
-    if "entities" in outputs:
-        histogram = ENTITIES.labels(*key)
-        for entities in drift.signal_values("token_classification", {"entities": outputs["entities"]})["entity_count"]:
-            histogram.observe(entities)
+    for name, values, value in model.head.observe(outputs):
+        series = TASK_METRICS[name].labels(*key, *values)
+        if isinstance(series, Counter):
+            series.inc(value)
+        else:
+            series.observe(value)
     window = drift_window(model)
     if window is not None:
         window.observe(outputs)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, to_http_parameters
 
-from .errors import DeadlineExceeded, QueueFull
+from ..errors import DeadlineExceeded, QueueFull
 
 #: The request parameter (V2 `parameters`, V1 body `parameters`) and the headers that set a deadline.
 TIMEOUT_PARAMETER = "timeout_ms"

@@ -27,7 +27,7 @@ from typing import Awaitable, Callable, Protocol
 
 import numpy as np
 
-from ..model import ModelConfig
+from ...model import ModelConfig
 from .scheduler import TextResult
 
 logger = logging.getLogger("kserve.predictors")
@@ -269,17 +269,15 @@ async def lookup_then_compute(
     return found  # type: ignore[return-value]
 
 
-#: Tasks whose answers are cached unless predictor.yaml says otherwise (see docs/performance.md):
-#: token_classification is off because its inputs are the personal data it looks for.
-CACHED_BY_DEFAULT = ("classification", "embedding")
 DEFAULT_MAX_MB = 64
 DEFAULT_TTL_SECONDS = 3600
 
 
-def build_cache(config: ModelConfig, weights: Path) -> ResponseCache | None:
-    """The cache predictor.yaml's `cache:` asks for (defaults by task), or None when it is off."""
+def build_cache(config: ModelConfig, weights: Path, cached_by_default: bool) -> ResponseCache | None:
+    """The cache predictor.yaml's `cache:` asks for (by default on where the task head says so:
+    TaskHead.cached_by_default), or None when it is off."""
     settings = config.cache
-    enabled = settings.enabled if settings.enabled is not None else config.task in CACHED_BY_DEFAULT
+    enabled = settings.enabled if settings.enabled is not None else cached_by_default
     if not enabled:
         return None
     identity = CacheIdentity(config.name, config.version, weights_digest(weights))

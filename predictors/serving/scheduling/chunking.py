@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
+
+Result = TypeVar("Result")
 
 
 def chunk_plan(texts: Sequence[str], size: int) -> list[list[int]]:
@@ -12,6 +15,23 @@ def chunk_plan(texts: Sequence[str], size: int) -> list[list[int]]:
     similar lengths; padding, not the model, dominates the cost of a mixed-length chunk."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def run_chunks(run: Callable[[list[int]], Result], plan: list[list[int]], workers: int = 1,
+               on_chunk: Callable[[], None] | None = None) -> list[Result]:
+    """`run(chunk)` for every chunk of the plan, in plan order, on the calling thread or on `workers`
+    threads; `on_chunk` is called as each finishes (a progress bar)."""
+
+    def one(chunk: list[int]) -> Result:
+        result = run(chunk)
+        if on_chunk is not None:
+            on_chunk()
+        return result
+
+    if workers > 1 and len(plan) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="chunks") as pool:
+            return list(pool.map(one, plan))
+    return [one(chunk) for chunk in plan]
 
 
 def reassemble(

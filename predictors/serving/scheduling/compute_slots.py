@@ -23,7 +23,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from ..backends.cpus import cpu_limit, cpus_to_pin
+from ...backends.cpus import cpu_limit, cpus_to_pin
 
 logger = logging.getLogger("kserve.predictors")
 

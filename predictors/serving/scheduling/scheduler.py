@@ -10,8 +10,7 @@ Each text's output row goes back to its request, which is answered in request or
 
 Admission and deadlines are decided here too: a request whose texts do not fit the queue bound is
 refused at once (QueueFull -> HTTP 429 + Retry-After, gRPC RESOURCE_EXHAUSTED), over REST already
-when its headers arrive (`admit_before_reading`: requests let in but not yet queued count with the
-texts their body size suggests, so a burst is refused at the door, not after parsing); a request whose
+when its headers arrive (door.py); a request whose
 work has not started by its deadline is dropped (DeadlineExceeded -> 504, DEADLINE_EXCEEDED); a
 request whose awaiting coroutine is cancelled (client gone) has its queued work dropped.
 
@@ -28,17 +27,17 @@ import math
 import threading
 import time
 from collections import deque
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..backends import cpu_limit
-from ..model import ModelConfig
-from .admission import deadline_exceeded, deadline_unreachable, queue_full, queue_full_at_door
+from ...backends import cpu_limit
+from ...model import ModelConfig
+from ..errors import ModelUnavailable
+from .admission import deadline_exceeded, deadline_unreachable, queue_full
 from .compute_slots import compute_slots, lower_this_threads_priority
-from .errors import ModelUnavailable, QueueFull
+from .door import Door
 
 logger = logging.getLogger("kserve.predictors")
 
@@ -71,6 +70,13 @@ def split_rows(outputs: dict[str, np.ndarray], truncated: Sequence[bool]) -> lis
     ]
 
 
+@dataclass
+class RequestRuns:
+    """Filled in by the scheduler for its caller: the backend runs a request's texts took part in."""
+
+    batches: int = 0
+
+
 @dataclass(eq=False)
 class _Request:
     texts: list[str]
@@ -84,6 +90,7 @@ class _Request:
     results: list[TextResult | None] = field(default_factory=list)
     remaining: int = 0
     done: bool = False
+    runs: RequestRuns = field(default_factory=RequestRuns)
 
     def deliver(self, index: int, result: TextResult) -> bool:
         """Store one text's result; True when it was the last (caller holds the scheduler lock)."""
@@ -194,31 +201,6 @@ class FairQueue:
         return batch
 
 
-#: Body bytes per text before any request has shown this model's clients' sizes: a V2 JSON text of
-#: about 250 characters. Learned from each request let in at the door afterwards.
-DEFAULT_BODY_BYTES_PER_TEXT = 256.0
-
-
-@dataclass(eq=False)
-class DoorTicket:
-    """A request let in when its headers arrived, before its body was read: until its texts are
-    queued (or it ends without them) its estimated texts count against the queue bound for the
-    requests that arrive after it."""
-
-    scheduler: "Scheduler"
-    texts: int  # estimated from the body size
-    body_bytes: int | None
-    released: bool = False
-
-    def release(self) -> None:
-        self.scheduler.release_ticket(self)
-
-
-#: The ticket of the request being served in this task, set by the transport at the door and read
-#: when the request's texts are known (Scheduler.arrived).
-DOOR_TICKET: ContextVar[DoorTicket | None] = ContextVar("predictors_door_ticket", default=None)
-
-
 @dataclass(frozen=True)
 class SchedulerHooks:
     """Where the queue reports to metrics: texts entering, texts leaving for a worker after a wait,
@@ -258,8 +240,7 @@ class Scheduler:
         self._stopped = False
         self._threads: list[threading.Thread] = []
         self.seconds_per_text: float | None = None  # measured, exponentially averaged
-        self._arriving_texts = 0  # estimated texts of requests let in at the door, not yet queued
-        self.body_bytes_per_text = DEFAULT_BODY_BYTES_PER_TEXT  # learned, exponentially averaged
+        self.door = Door(self)
         self.counters = {"accepted": 0, "refused": 0, "deadline_exceeded": 0, "cancelled": 0, "texts_dropped": 0}
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -288,13 +269,8 @@ class Scheduler:
             request.resolve(ModelUnavailable(f"model '{self.name}' was stopped before this request's work started"))
 
     # ---- measurements --------------------------------------------------------------------
-    def calibrate(self, texts: list[str]) -> None:
-        """Time one direct run to seed the throughput estimate the queue bound is derived from."""
-        started = time.perf_counter()
-        self.run_direct(texts)
-        self._observe(len(texts), time.perf_counter() - started)
-
-    def _observe(self, texts: int, seconds: float) -> None:
+    def observe_run(self, texts: int, seconds: float) -> None:
+        """A run of `texts` took `seconds` (a worker's batch, or the model's calibration run at load)."""
         sample = seconds / max(1, texts)
         previous = self.seconds_per_text
         self.seconds_per_text = sample if previous is None else 0.8 * previous + 0.2 * sample
@@ -315,7 +291,7 @@ class Scheduler:
 
     def describe(self) -> dict[str, object]:
         with self._lock:
-            queued, requests, arriving = self._queue.queued_texts, len(self._queue), self._arriving_texts
+            queued, requests, arriving = self._queue.queued_texts, len(self._queue), self.door.arriving_texts
         rate = self.texts_per_second
         return {
             "workers": self.settings.workers,
@@ -332,22 +308,11 @@ class Scheduler:
         }
 
     # ---- request path --------------------------------------------------------------------
-    def run_direct(self, texts: list[str]) -> list[TextResult]:
-        """The texts through the backend on the calling thread, in batches as a request alone would
-        be (no queue): the warm-up path, and the reference the scheduled path must agree with."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        rows: list[TextResult | None] = [None] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            outputs, truncated = self.run_batch([texts[i] for i in chunk])
-            for i, row in zip(chunk, split_rows(outputs, truncated)):
-                rows[i] = row
-        return rows  # type: ignore[return-value]
-
-    async def submit(self, texts: list[str], timeout_seconds: float | None = None) -> list[TextResult]:
+    async def submit(self, texts: list[str], timeout_seconds: float | None = None,
+                     runs: RequestRuns | None = None) -> list[TextResult]:
         """Queue the texts and wait for their results, in order. Raises QueueFull at once when they do
         not fit, DeadlineExceeded when their work has not started within timeout_seconds; cancelling
-        the caller drops its queued work."""
+        the caller drops its queued work. `runs` counts the backend runs its texts took part in."""
         loop = asyncio.get_running_loop()
         tokens = [estimate_tokens(t, self.settings.max_length) for t in texts]
         request = _Request(
@@ -361,6 +326,7 @@ class Scheduler:
             pending=deque(sorted(range(len(texts)), key=lambda i: tokens[i])),
             results=[None] * len(texts),
             remaining=len(texts),
+            runs=runs if runs is not None else RequestRuns(),
         )
         with self._lock:
             limit = self.queue_limit
@@ -369,11 +335,11 @@ class Scheduler:
                 raise ModelUnavailable(f"model '{self.name}' is stopping")
             if limit is not None and queued > 0 and queued + len(texts) > limit:
                 self.counters["refused"] += 1
-                raise queue_full(self.name, queued, len(texts), limit, self._retry_after(queued))
+                raise queue_full(self.name, queued, len(texts), limit, self.retry_after(queued))
             wait = self._wait_for_all_to_start(len(texts))
             if timeout_seconds is not None and queued > 0 and wait is not None and wait > timeout_seconds:
                 self.counters["refused"] += 1
-                raise deadline_unreachable(self.name, wait, timeout_seconds, self._retry_after(queued))
+                raise deadline_unreachable(self.name, wait, timeout_seconds, self.retry_after(queued))
             self.counters["accepted"] += 1
             self._queue.add(request)
             self.hooks.enqueued(len(texts))
@@ -406,40 +372,6 @@ class Scheduler:
         self.hooks.dropped(dropped)
         request.done = True
 
-    def admit_before_reading(self, body_bytes: int | None) -> DoorTicket | QueueFull | None:
-        """At the door, with only the headers read: a 429 when the queued texts plus those of requests
-        let in but not yet queued leave no room for this one (its texts estimated from its body size),
-        so overload costs no reading or parsing; else a ticket that holds its estimate until `arrived`.
-        Nothing ahead means no refusal, as in `submit`; None when there is no bound yet."""
-        with self._lock:
-            limit = self.queue_limit
-            if limit is None or self._stopped:
-                return None
-            estimate = max(1, round(body_bytes / self.body_bytes_per_text)) if body_bytes else 1
-            queued, arriving = self._queue.queued_texts, self._arriving_texts
-            ahead = queued + arriving
-            if ahead >= limit or (ahead > 0 and ahead + estimate > limit):
-                self.counters["refused"] += 1
-                return queue_full_at_door(self.name, queued, arriving, estimate, limit, self._retry_after(ahead))
-            self._arriving_texts += estimate
-            return DoorTicket(self, estimate, body_bytes)
-
-    def arrived(self, texts: int) -> None:
-        """The current request's body is decoded: its door estimate gives way to its `texts`, and its
-        body size per text teaches the next estimates."""
-        ticket = DOOR_TICKET.get()
-        if ticket is not None and ticket.scheduler is self:
-            self.release_ticket(ticket, texts)
-
-    def release_ticket(self, ticket: DoorTicket, texts: int | None = None) -> None:
-        with self._lock:
-            if ticket.released:
-                return
-            ticket.released = True
-            self._arriving_texts -= ticket.texts
-            if texts and ticket.body_bytes:
-                self.body_bytes_per_text = 0.8 * self.body_bytes_per_text + 0.2 * (ticket.body_bytes / texts)
-
     def _wait_for_all_to_start(self, texts: int) -> float | None:
         """Seconds until the last of `texts` new texts would start (caller holds the lock): in fair
         turns, each queued request runs at most as many texts as this one before it finishes."""
@@ -449,7 +381,28 @@ class Scheduler:
         ahead = sum(min(len(r.pending), texts) for r in self._queue._requests)
         return (ahead + texts) / rate
 
-    def _retry_after(self, queued: int) -> float:
+    # ---- what the door reads (under the lock) ------------------------------------------------
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
+    def queued_texts(self) -> int:
+        return self._queue.queued_texts
+
+    def refused(self) -> None:
+        self.counters["refused"] += 1
+
+    def arrived(self, texts: int) -> None:
+        """The current request's body is decoded: its door estimate gives way to its `texts`."""
+        self.door.arrived(texts)
+
+    def retry_after(self, queued: int) -> float:
+        """Seconds until `queued` texts are worked off, as a Retry-After (at least 1)."""
         rate = self.texts_per_second
         return max(1.0, math.ceil(queued / rate)) if rate else 1.0
 
@@ -493,10 +446,12 @@ class Scheduler:
             for request in failed:
                 request.resolve(exc)
             return
-        self._observe(len(batch), time.perf_counter() - started)
+        self.observe_run(len(batch), time.perf_counter() - started)
         finished = []
         rows = split_rows(outputs, truncated)
         with self._lock:
+            for request in {id(r): r for r, _ in batch}.values():
+                request.runs.batches += 1
             for (request, index), row in zip(batch, rows):
                 if request.deliver(index, row):
                     finished.append(request)

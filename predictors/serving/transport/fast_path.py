@@ -15,20 +15,19 @@ those with its own, identical error). Errors past parsing (unknown or unloaded m
 
 from __future__ import annotations
 
-import re
 from typing import Any, Awaitable, Callable
 
 import orjson
 
-from . import codec
-from .errors import rest_error
+from .. import codec
+from ..repository import versioned_key
+from .error_handlers import rest_error
 from .limits import replay_body
-from .repository import versioned_key
+from .paths import infer_route
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
-_INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -41,8 +40,8 @@ class V2JsonInference:
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         plain = scope["type"] == "http" and scope.get("method") == "POST" and not scope.get("query_string")
-        match = _INFER_PATH.match(scope.get("path", "")) if plain else None
-        if match is None:  # ?model_version= and everything else: the route's
+        route = infer_route(scope.get("path", "")) if plain else None
+        if route is None or route.protocol != "v2_rest":  # ?model_version= and everything else: the route's
             await self.app(scope, receive, send)
             return
         headers: dict[str, str] = {}
@@ -54,7 +53,7 @@ class V2JsonInference:
         body, complete = await _read_body(receive)
         if not complete:  # the client hung up mid-body: nobody to answer
             return
-        key = versioned_key(match["name"], match["version"]) if match["version"] else match["name"]
+        key = versioned_key(route.model, route.version) if route.version else route.model
         try:
             request = codec.decode_rest_v2_json(body, key)
         except Exception:  # the route parses it its own way and gives its own answer

@@ -1,13 +1,11 @@
-"""gRPC: kserve's servicer with model versions and a repository API that answers correctly, and an
-interceptor that maps every error to the right status code.
+"""gRPC: the KServe V2 / Open Inference Protocol service on a grpc.aio server of our own, with model
+versions, a repository API that answers correctly, and an interceptor that maps every error to the
+right status code.
 
-Bugs worked around here (seen in kserve 0.21.0):
-- its ExceptionToStatusInterceptor reads `ModelNotReady.reason`, which does not exist, so every
-  request to a model that is not ready answers UNKNOWN instead of UNAVAILABLE (clients' retry
-  policies then do not retry);
-- `RepositoryModelLoad`/`Unload` subscript the extension's `None` result and answer INTERNAL even
-  when the load succeeded;
-- `model_version` is ignored everywhere.
+kserve 0.21's own servicer and interceptors, which this replaces, answer UNKNOWN for a model that is
+not ready (its ExceptionToStatusInterceptor reads a `ModelNotReady.reason` that does not exist, so
+clients' retry policies do not retry), answer INTERNAL to a repository load or unload that succeeded,
+and ignore `model_version`.
 """
 
 from __future__ import annotations
@@ -19,16 +17,16 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from grpc_interceptor import AsyncServerInterceptor
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse
-from grpc_interceptor import AsyncServerInterceptor
 
-from .errors import classify
-from .request_ids import current_request_id
-from .repository import PredictorRepository, versioned_key
+from .. import codec
+from ..errors import classify
+from ..repository import PredictorRepository, versioned_key
+from ..request_context import current_request_id
 from .request_ids import RequestIdInterceptor
 
 logger = logging.getLogger("kserve.predictors")
@@ -66,14 +64,27 @@ class StatusInterceptor(AsyncServerInterceptor):
                         1000 * (time.perf_counter() - started))
 
 
-class PredictorServicer(InferenceServicer):
-    def __init__(self, data_plane: Any, repository: PredictorRepository) -> None:
-        super().__init__(data_plane, None)
+class PredictorServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
+    """GRPCInferenceService over the same dataplane and repository as the REST routes."""
+
+    def __init__(self, dataplane: Any, repository: PredictorRepository, is_stopping: Any = lambda: False) -> None:
+        self.dataplane = dataplane
         self.repository = repository
+        self.is_stopping = is_stopping
 
     def _key(self, name: str, version: str) -> str:
         self.repository.resolve(name, version or None)  # raises NOT_FOUND / UNAVAILABLE with the reason
         return versioned_key(name, version) if version else name
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=not self.is_stopping() and self.repository.ready())
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        info = self.dataplane.metadata()
+        return pb.ServerMetadataResponse(name=info["name"], version=info["version"], extensions=info["extensions"])
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         try:
@@ -86,10 +97,10 @@ class PredictorServicer(InferenceServicer):
         return pb.ModelReadyResponse(ready=True)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        metadata = await self._data_plane.model_metadata(model_name=self._key(request.name, request.version))
+        info = await self.dataplane.model_metadata(model_name=self._key(request.name, request.version))
         return pb.ModelMetadataResponse(
-            name=metadata["name"], versions=metadata.get("versions", []), platform=metadata["platform"],
-            inputs=metadata["inputs"], outputs=metadata["outputs"],
+            name=info["name"], versions=info.get("versions", []), platform=info["platform"],
+            inputs=info["inputs"], outputs=info["outputs"],
         )
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any) -> pb.RepositoryModelLoadResponse:
@@ -102,9 +113,11 @@ class PredictorServicer(InferenceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         key = self._key(request.model_name, request.model_version)
-        self.validate_grpc_request(request)
+        InferenceServicer.validate_grpc_request(request)
+        for tensor in request.inputs:
+            codec.check_datatype(tensor.name, tensor.datatype)
         infer_request = InferRequest.from_grpc(request)
-        response, _ = await self._data_plane.infer(request=infer_request, headers=request_headers(context), model_name=key)
+        response, _ = await self.dataplane.infer(request=infer_request, headers=request_headers(context), model_name=key)
         if isinstance(response, pb.ModelInferResponse):
             return response
         if isinstance(response, InferResponse):
@@ -112,24 +125,16 @@ class PredictorServicer(InferenceServicer):
         return pb.ModelInferResponse(id=response["id"], model_name=response["model_name"], outputs=response["outputs"])
 
 
-class PredictorGRPCServer(GRPCServer):
-    def __init__(self, port: int, data_plane: Any, repository: PredictorRepository, kwargs: dict, grace_period: int) -> None:
-        super().__init__(port, data_plane, None, kwargs=kwargs, grace_period=grace_period)
-        self.repository = repository
-
-    async def start(self, max_workers: int) -> None:
-        self._server = aio.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(StatusInterceptor(), RequestIdInterceptor()),
-            options=[
-                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
-                ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
-            ],
-        )
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            PredictorServicer(self._data_plane, self.repository), self._server
-        )
-        self._server.add_insecure_port(f"[::]:{self._port}")
-        logger.info("Starting gRPC server on [::]:%d", self._port)
-        await self._server.start()
-        await self._server.wait_for_termination()
+def grpc_server(servicer: PredictorServicer, port: int, max_threads: int, max_send_bytes: int, max_receive_bytes: int) -> aio.Server:
+    """A grpc.aio server with the servicer bound to [::]:port (not started)."""
+    server = aio.server(
+        futures.ThreadPoolExecutor(max_workers=max_threads),
+        interceptors=(StatusInterceptor(), RequestIdInterceptor()),
+        options=[
+            ("grpc.max_send_message_length", max_send_bytes),
+            ("grpc.max_receive_message_length", max_receive_bytes),
+        ],
+    )
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    server.add_insecure_port(f"[::]:{port}")
+    return server

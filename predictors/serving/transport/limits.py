@@ -19,21 +19,20 @@ client that sends its whole body before reading (urllib, most HTTP/1.1 clients w
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import re
 import zlib
 from typing import Any, Awaitable, Callable
 
 from starlette.responses import JSONResponse
 
-from ..model.settings import DEFAULT_MAX_BODY_BYTES
+from ...model.settings import DEFAULT_MAX_BODY_BYTES
+from ..memory import trim_heap
+from .paths import model_route
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, free heap pages are returned to the OS
 DRAIN_MAX_BYTES = 256 * 1024 * 1024  # past this, a refused body is not read further: answer and close
-_MODEL_ROUTE = re.compile(r"^/v[12]/models/([^/:]+)")
 # HTTP content codings zlib can undo, and the wbits that select each container (RFC 9110 8.4.1).
 _DECODABLE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -46,11 +45,6 @@ class RequestRefused(Exception):
         self.status = status
         self.message = message
         self.unread_body = unread_body  # the client may still be sending the rest of the body
-
-
-def model_name_of(path: str) -> str | None:
-    match = _MODEL_ROUTE.match(path)
-    return match.group(1) if match else None
 
 
 def decode_content(body: bytes, encoding: str, limit: int) -> bytes:
@@ -87,8 +81,8 @@ class BodyLimit:
         self.default_limit = default_limit
 
     def limit_for(self, path: str) -> int:
-        name = model_name_of(path)
-        model = self.models.get_model(name) if name else None
+        route = model_route(path)
+        model = self.models.get_model(route.model) if route else None
         return getattr(getattr(model, "config", None), "max_body_bytes", None) or self.default_limit
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
@@ -153,14 +147,6 @@ async def _discard_body(receive: Receive, max_bytes: int) -> None:
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
         read += len(message.get("body", b""))
-
-
-def trim_heap() -> None:
-    """glibc keeps freed memory for reuse; malloc_trim returns it to the OS (a no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:

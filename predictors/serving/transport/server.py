@@ -1,55 +1,102 @@
-"""kserve.ModelServer wired for honest state: the ports open at once, models load in the background,
-readiness says which models are missing and why, every error is JSON, and shutdown and unload
-never drop an accepted request.
+"""The server shell: one process serving HTTP (uvicorn) and gRPC (grpc.aio) over one dataplane and
+model repository, with kserve's server flags.
 
-- HonestDataPlane: model lookups answer with the reason a model or version cannot serve (404 /
-  503 with the load error), and a body kserve cannot decode is a 400, never a 500.
-- PredictorRESTServer / PredictorGRPCServer (grpc.py): kserve's servers with our routes, error
-  handlers, connection guards and status codes.
-- PredictorServer: starts them with the repository's lifecycle (load all, optionally watch the
-  folder) and a graceful shutdown bounded by the grace the manifests give (PREDICTORS_DRAIN_SECONDS).
+It is our own rather than kserve's ModelServer, as MLServer owns its shell, because every behaviour
+below needed a private patch of ModelServer, RESTServer or GRPCServer:
+- the ports open at once and the models load in the background; readiness says which models are
+  missing and why (routes.py);
+- the app is built here: our routes first, then kserve's V1/V2 routes, our error handlers and
+  middlewares, and the V2 JSON fast path;
+- one graceful shutdown for both protocols, bounded by the grace the manifests give
+  (PREDICTORS_DRAIN_SECONDS): readiness fails, no new request is admitted, accepted ones finish,
+  then the models are freed.
+The flags a ServingRuntime passes (kserve's parser) keep their meaning: ServerOptions.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Callable
 
-from kserve import ModelServer
-from kserve.errors import InvalidInput
-from kserve.model_server import FASTAPI_APP_IMPORT_STRING, app
-from kserve.model_server import args as kserve_args
-from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.rest.server import RESTServer
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import ORJSONResponse
+from kserve.constants.constants import DEFAULT_HTTP_PORT, DEFAULT_HTTPS_PORT
+from kserve.protocol.rest.server import PrintTimings
+from kserve.protocol.rest.ssl_cert_refresher import SSLCertRefresher
+from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 from timing_asgi import TimingMiddleware
+from timing_asgi.integrations import StarletteScopeToName
 
-from . import codec
-from .errors import REST_HANDLERS
-from .grpc import PredictorGRPCServer
-from .http import ConnectionGuard, TimedHttpToolsProtocol, register_routes
+from ...model.environment import ServerEnvironment
+from ..repository import PredictorRepository
+from .connection import ConnectionGuard
+from .dataplane import HonestDataPlane
+from .error_handlers import REST_HANDLERS, ErrorBoundary
+from .fast_path import V2JsonInference
+from .grpc import PredictorServicer, grpc_server
 from .limits import BodyLimit
-from .predictor import TextPredictor
-from .repository import VERSION_SEPARATOR, PredictorRepository
 from .request_ids import RequestIdMiddleware
-from .v2_json import V2JsonInference
+from .routes import register_routes
+from ..seams import GuardedHttpProtocol, QuietSignalsServer
 
 logger = logging.getLogger("kserve.predictors")
 
-DRAIN_SECONDS_ENV = "PREDICTORS_DRAIN_SECONDS"
-DEFAULT_DRAIN_SECONDS = 30
+
+class ServerStartError(RuntimeError):
+    """A flag or setting the server cannot start with; the message says which and why."""
 
 
-def drain_seconds() -> int:
-    """Seconds a shutdown or unload waits for accepted requests: the manifests render
-    terminationGracePeriodSeconds minus the preStop sleep into PREDICTORS_DRAIN_SECONDS."""
-    value = os.environ.get(DRAIN_SECONDS_ENV, "").strip()
-    try:
-        return max(1, int(value)) if value else DEFAULT_DRAIN_SECONDS
-    except ValueError:
-        raise SystemExit(f"error: {DRAIN_SECONDS_ENV} must be a whole number of seconds, got {value!r}") from None
+@dataclass(frozen=True)
+class ServerOptions:
+    """kserve's server flags (kserve.model_server.parser), as a ServingRuntime passes them."""
+
+    http_port: int = DEFAULT_HTTP_PORT
+    grpc_port: int = 8081
+    enable_grpc: bool = True
+    workers: int = 1
+    max_threads: int = 4
+    max_asyncio_workers: int | None = None
+    enable_docs_url: bool = False
+    enable_latency_logging: bool = False
+    access_log_format: str | None = None
+    event_loop: str = "auto"
+    timeout_keep_alive: int = 65
+    grpc_max_send_message_length: int = 8 * 1024 * 1024
+    grpc_max_receive_message_length: int = 8 * 1024 * 1024
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ServerOptions":
+        values = {name: getattr(args, name) for name in cls.__dataclass_fields__ if hasattr(args, name)}
+        options = cls(**values)
+        if options.ssl_certfile and options.ssl_keyfile and options.http_port == DEFAULT_HTTP_PORT:
+            # kserve's rule: with TLS and the port not set, serve on the HTTPS port
+            options = cls(**{**values, "http_port": DEFAULT_HTTPS_PORT})
+        return options
+
+    def check(self) -> None:
+        """Refuse what this server does not do, with why, before anything starts."""
+        if self.workers != 1:
+            raise ServerStartError(
+                f"--workers {self.workers}: this server runs one process; its parallelism is the inference worker "
+                "threads of each model (PREDICTORS_WORKERS, one per CPU by default), which share the CPUs through "
+                "the process-wide compute slots. Several processes would each load every model (memory times "
+                f"{self.workers}), oversubscribe the CPUs, split admission control and the repository API between "
+                "processes, and count metrics apart. Scale with replicas instead (docs/deploy.md)."
+            )
 
 
 def loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -60,142 +107,150 @@ def loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | N
             import uvloop
         except ImportError:
             if event_loop == "uvloop":
-                raise SystemExit("error: --event_loop uvloop needs the uvloop package") from None
+                raise ServerStartError("--event_loop uvloop needs the uvloop package") from None
             return None
         return uvloop.new_event_loop
     return None
 
 
-class HonestDataPlane(DataPlane):
-    def __init__(self, repository: PredictorRepository) -> None:
-        super().__init__(model_registry=repository)
-        self.repository = repository
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus exposition of the process's registry (kserve's and ours), in the format asked for."""
+    encoder, content_type = choose_encoder(request.headers.get("accept"))
+    return Response(content=encoder(REGISTRY), headers={"content-type": content_type})
 
-    async def ready(self) -> bool:
-        return self.repository.ready()
 
-    async def get_model(self, name: str) -> TextPredictor:
-        base, _, version = name.partition(VERSION_SEPARATOR)
-        return self.repository.resolve(base, version or None)
-
-    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
-        await self.get_model(model_name)  # raises 404 / 503 with the reason
-        return True
-
-    async def model_metadata(self, model_name: str) -> dict:
-        model = await self.get_model(model_name)
-        metadata = await super().model_metadata(model_name)
-        entry = self.repository.entries[model.name]
-        metadata.update(name=model.name, platform=model.platform, versions=entry.ready_versions())
-        return metadata
-
-    def decode(self, body: Any, headers: Any, protocol_version: str = "v1", model_name: str | None = None) -> Any:
-        if protocol_version == "v2":  # REST V2 JSON or binary-extension bodies, checked strictly
-            return codec.decode_rest_v2(body, headers, model_name), {}
+def build_app(repository: PredictorRepository, dataplane: HonestDataPlane, options: ServerOptions,
+              environment: ServerEnvironment, is_stopping: Callable[[], bool]) -> FastAPI:
+    """The HTTP app: our routes first (they answer before kserve's same paths), kserve's V1/V2
+    routes, error handlers that answer JSON, and the middlewares, outermost last."""
+    app = FastAPI(
+        title="predictors", version=metadata.version("predictors"),
+        docs_url="/docs" if options.enable_docs_url else None, redoc_url=None, default_response_class=ORJSONResponse,
+    )
+    register_routes(app, repository, dataplane, is_stopping)
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    register_v1_endpoints(app, dataplane, None)
+    register_v2_endpoints(app, dataplane, None)
+    for exception, handler in REST_HANDLERS.items():
+        app.add_exception_handler(exception, handler)
+    if options.enable_latency_logging:  # kserve's per-request timing lines (a getrusage() per request)
+        app.add_middleware(TimingMiddleware, client=PrintTimings(),
+                           metric_namer=StarletteScopeToName(prefix="kserve.io", starlette_app=app))
+    else:
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    if options.access_log_format:
         try:
-            return super().decode(body, headers, protocol_version, model_name)
-        except InvalidInput:
-            raise
-        except Exception as exc:  # malformed binary extension bodies, bad UTF-8, missing keys
-            raise InvalidInput(f"cannot decode the request body: {exc}") from None
+            from asgi_logger import AccessLoggerMiddleware
+        except ImportError:
+            raise ServerStartError("--access_log_format needs the asgi-logger package (as kserve's does)") from None
+        logging.getLogger("uvicorn.access").handlers = []
+        app.add_middleware(AccessLoggerMiddleware, format=options.access_log_format)
+        logging.getLogger("access").propagate = False
+    app.add_middleware(ErrorBoundary)  # innermost: no exception reaches uvicorn (it would drop the connection)
+    app.add_middleware(V2JsonInference, dataplane=dataplane)  # the body is read and checked by now
+    app.add_middleware(BodyLimit, models=repository)
+    app.add_middleware(ConnectionGuard, repository=repository, body_timeout=environment.body_timeout)
+    # Outermost, so that the guard's early answers (429 before the body, 408) carry a request id and
+    # are counted in the metrics too.
+    app.add_middleware(RequestIdMiddleware)
+    return app
 
 
-class PredictorRESTServer(RESTServer):
-    def __init__(self, *args: Any, repository: PredictorRepository, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+class PredictorServer:
+    """Runs the HTTP and gRPC servers and the repository's lifecycle in one event loop."""
+
+    def __init__(self, repository: PredictorRepository, options: ServerOptions, environment: ServerEnvironment,
+                 watch_seconds: float = 0.0) -> None:
+        options.check()
         self.repository = repository
-        self.config.http = TimedHttpToolsProtocol
-        self.exit_requested: float | None = None  # when SIGTERM reached uvicorn: the grace starts then
-        handle_exit = self._server.handle_exit
-
-        def record_exit(sig: int, frame: Any) -> None:
-            if self.exit_requested is None:
-                self.exit_requested = time.monotonic()
-            handle_exit(sig, frame)
-
-        self._server.handle_exit = record_exit
-
-    def _add_middlewares(self, app: Any) -> None:
-        super()._add_middlewares(app)
-        if not self.repository.enable_latency_logging:
-            # Without latency logging kserve's TimingMiddleware only costs: its getrusage() per request
-            # took a third of the event loop under load. The predictors_ metrics time every request.
-            logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-            app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
-        app.add_middleware(V2JsonInference, dataplane=self.dataplane)  # innermost: the body is read and checked
-        app.add_middleware(BodyLimit, models=self.dataplane.model_registry)  # after the guard
-        app.add_middleware(ConnectionGuard, repository=self.repository)
-        # Outermost, so that the guard's early answers (429 before the body, 408) carry a request id
-        # and are counted in the metrics too.
-        app.add_middleware(RequestIdMiddleware)
-
-    def _add_exception_handlers(self, app: Any) -> None:
-        super()._add_exception_handlers(app)
-        for exception, handler in REST_HANDLERS.items():  # after kserve's, so these win
-            app.add_exception_handler(exception, handler)
-
-
-class PredictorServer(ModelServer):
-    def __init__(self, repository: PredictorRepository, watch_seconds: float = 0.0, **kwargs: Any) -> None:
-        grace = drain_seconds()
-        super().__init__(registered_models=repository, grace_period=grace, **kwargs)
-        repository.drain_seconds = grace
-        self.repository = repository
-        self.dataplane = HonestDataPlane(repository)
+        self.options = options
+        self.environment = environment
+        self.grace = environment.drain_seconds
+        repository.drain_seconds = self.grace
+        repository.enable_latency_logging = options.enable_latency_logging
         self.watch_seconds = watch_seconds
+        self.dataplane = HonestDataPlane(repository)
+        self.stop_requested_at: float | None = None
+        self._stopping: asyncio.Event | None = None
+        self.http: uvicorn.Server | None = None
+        self.grpc: Any = None
+
+    def stopping(self) -> bool:
+        return self.stop_requested_at is not None
+
+    def run(self) -> None:
+        """Serve until SIGTERM / SIGINT, then shut down gracefully."""
+        with asyncio.Runner(loop_factory=loop_factory(self.options.event_loop)) as runner:
+            runner.run(self.serve())
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-
-    def start(self, models: list | None = None) -> None:
-        self.repository.enable_latency_logging = self.enable_latency_logging
-        register_routes(app, self.repository, self.dataplane, self._stopping.is_set)
-        self._rest_server = PredictorRESTServer(
-            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
-            repository=self.repository,
-            access_log_format=self.access_log_format, workers=1, grace_period=self.grace_period,
-            event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive,
-            ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
+        workers = self.options.max_asyncio_workers or min(32, (os.cpu_count() or 1) + 4)
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=workers))
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        app = build_app(self.repository, self.dataplane, self.options, self.environment, self.stopping)
+        protocol = type("HttpProtocol", (GuardedHttpProtocol,), {
+            "header_timeout": self.environment.header_timeout, "max_header_bytes": self.environment.max_header_bytes,
+        })
+        config = uvicorn.Config(
+            app, host="0.0.0.0", port=self.options.http_port, http=protocol, log_config=None,
+            timeout_graceful_shutdown=self.grace, timeout_keep_alive=self.options.timeout_keep_alive,
+            ssl_certfile=self.options.ssl_certfile, ssl_keyfile=self.options.ssl_keyfile,
         )
-        self.servers.append(self._rest_server.start())
-        if self.enable_grpc:
-            self._grpc_server = PredictorGRPCServer(
-                self.grpc_port, self.dataplane, self.repository, kwargs=vars(kserve_args), grace_period=self.grace_period
-            )
-            self.servers.append(self._grpc_server.start(self.max_threads))
-        self.servers.append(self._lifecycle())
-        self.register_signal_handler()
-        # kserve's `asyncio.run` ignores its own --event_loop flag (auto: uvloop when installed) and
-        # sets up a loop it does not run; here the flag chooses the loop that serves.
-        with asyncio.Runner(loop_factory=loop_factory(self.event_loop)) as runner:
-            runner.run(self._serve())
+        config.load()
+        refresher = (SSLCertRefresher(config.ssl, self.options.ssl_keyfile, self.options.ssl_certfile)
+                     if config.ssl is not None and self.options.ssl_keyfile and self.options.ssl_certfile else None)
+        self.http = QuietSignalsServer(config)
+        http_task = asyncio.create_task(self.http.serve(), name="http")
+        if self.options.enable_grpc:
+            servicer = PredictorServicer(self.dataplane, self.repository, self.stopping)
+            self.grpc = grpc_server(servicer, self.options.grpc_port, self.options.max_threads,
+                                    self.options.grpc_max_send_message_length,
+                                    self.options.grpc_max_receive_message_length)
+            await self.grpc.start()
+            logger.info("gRPC server listening on [::]:%d", self.options.grpc_port)
+        lifecycle = asyncio.create_task(self._lifecycle(), name="lifecycle")
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({http_task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._stopping.is_set():  # uvicorn ended by itself (it could not serve): stop the rest
+            logger.error("the HTTP server stopped; shutting down")
+            self.request_stop(signal.SIGTERM)
+        await self._shutdown(http_task)
+        lifecycle.cancel()
+        stop.cancel()
+        if refresher is not None:
+            refresher.stop()
 
-    async def _serve(self) -> None:
-        self.setup_event_loop()  # exception handler and default executor on the running loop
-        await super()._serve()
+    def request_stop(self, sig: int) -> None:
+        """SIGTERM / SIGINT: readiness fails at once and the drain begins; a second SIGINT stops
+        waiting for HTTP requests (as uvicorn's Ctrl+C twice)."""
+        if self.stop_requested_at is not None:
+            if sig == signal.SIGINT and self.http is not None:
+                self.http.force_exit = True
+            return
+        self.stop_requested_at = time.monotonic()
+        logger.info("stopping (signal %d): draining accepted requests (at most %ds)", sig, self.grace)
+        if self.http is not None:
+            self.http.should_exit = True  # uvicorn closes its listener and waits for requests in progress
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _shutdown(self, http_task: asyncio.Task) -> None:
+        """One budget for HTTP, gRPC and the models' queues: what is left of the grace."""
+        left = max(1.0, self.grace - (time.monotonic() - (self.stop_requested_at or time.monotonic())))
+        waits = [http_task, self.repository.drain_all(left)]
+        if self.grpc is not None:
+            waits.append(self.grpc.stop(grace=left))  # refuses new calls now, lets accepted ones finish
+        await asyncio.gather(*waits, return_exceptions=True)
+        for name in list(self.repository.entries):
+            self.repository.unload(name)
+        logger.info("stopped")
 
     async def _lifecycle(self) -> None:
         """Load every model after the ports are open; then watch the folder, if asked, until stop."""
         await self.repository.load_all()
         if self.watch_seconds > 0:
+            assert self._stopping is not None
             await self.repository.watch(self.watch_seconds, self._stopping)
-        else:
-            await self._stopping.wait()
-
-    def stop(self, sig: int) -> None:
-        """SIGTERM/SIGINT, once uvicorn has finished its HTTP requests (bounded by the grace period):
-        let gRPC's accepted requests finish too, then free the models."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        logger.info("stopping: draining accepted requests (at most %ds)", self.grace_period)
-
-        async def shutdown() -> None:
-            # One budget for HTTP (uvicorn's graceful shutdown) and gRPC: what is left of the grace.
-            started = self._rest_server.exit_requested if self._rest_server else None
-            left = self.grace_period - (time.monotonic() - started) if started else self.grace_period
-            await self.repository.drain_all(max(1.0, left))
-            if self._grpc_server:
-                await self._grpc_server.stop(sig)
-            for name in list(self.repository.entries):
-                self.repository.unload(name)
-
-        asyncio.create_task(shutdown())

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from predictors.backends.cpus import CpuSettingError, cpu_limit, default_workers
+from predictors.backends.cpus import cpu_limit, default_workers
+from predictors.model.environment import EnvironmentSettingError
 
 
 def test_workers_from_environment(monkeypatch):
     monkeypatch.setenv("PREDICTORS_WORKERS", "3")
     assert default_workers() == 3
     monkeypatch.setenv("PREDICTORS_WORKERS", "many")
-    with pytest.raises(CpuSettingError, match="PREDICTORS_WORKERS"):
+    with pytest.raises(EnvironmentSettingError, match="PREDICTORS_WORKERS='many' is not valid"):
         default_workers()
     monkeypatch.delenv("PREDICTORS_WORKERS")
     assert default_workers() == cpu_limit() >= 1
@@ -44,7 +45,7 @@ def test_compute_slots_are_pinned_only_where_the_process_owns_its_cpus(monkeypat
     monkeypatch.setenv("PREDICTORS_PIN_CPUS", "off")
     assert cpus_to_pin(2) == (None, "off (PREDICTORS_PIN_CPUS=off)")
     monkeypatch.setenv("PREDICTORS_PIN_CPUS", "always")
-    with pytest.raises(CpuSettingError, match="PREDICTORS_PIN_CPUS must be auto or off"):
+    with pytest.raises(EnvironmentSettingError, match="PREDICTORS_PIN_CPUS='always' is not valid"):
         cpus_to_pin(2)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from predictors.backends.devices import DeviceError, choose_device, onnx_providers, torch_device
+from predictors.model.environment import EnvironmentSettingError
 
 CUDA_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -32,7 +33,7 @@ def test_the_environment_forces_a_device(monkeypatch):
     with pytest.raises(DeviceError, match="CUDA in torch is not available"):
         torch_device(False)
     monkeypatch.setenv("PREDICTORS_DEVICE", "tpu")
-    with pytest.raises(DeviceError, match="must be one of"):
+    with pytest.raises(EnvironmentSettingError, match="PREDICTORS_DEVICE='tpu' is not valid"):
         choose_device(True, "test")
 
 

@@ -243,7 +243,7 @@ def test_image_install_steps_in_a_fresh_venv(dockerfile, tmp_path):
     if full:
         check = subprocess.run(
             ["env", f"PYTHONPATH={package_target / 'site-packages'}", str(venv_dir / "bin" / "python"), "-c",
-             "import torch, kserve, predictors.serving.server; assert '+cpu' in torch.__version__, torch.__version__"],
+             "import torch, kserve, predictors.serving.transport.server; assert '+cpu' in torch.__version__, torch.__version__"],
             capture_output=True, text=True, timeout=300,
         )
         assert check.returncode == 0, check.stderr[-3000:]

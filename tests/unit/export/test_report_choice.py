@@ -48,7 +48,7 @@ def test_choice_falls_back_to_hf_when_no_onnx_passed(tmp_path):
               "model.onnx": _entry(10, passed=False, installed=False, precision="fp32")}
     choice = choose_backend(_folder(tmp_path, ALL, report))
     assert choice.name == "hf"
-    assert "no ONNX file that passed its gate" in choice.reason and "model.int8.onnx failed" in choice.reason
+    assert "HuggingFace weights present" in choice.reason and "not served: model.int8.onnx failed" in choice.reason
 
 
 def test_choice_forced_int8_is_served_and_says_why(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from predictors.export.sample import BUILTIN_TEXTS, bench_texts, gate_sample, spread
-from predictors.serving.chunking import chunk_plan
+from predictors.serving.scheduling.chunking import chunk_plan
 from predictors.tasks import load_model_config
 from tests.helpers import write_folder
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from predictors.model import ModelConfigError
-from predictors.tasks import discover_models, infer_task, load_model_config
+from predictors.backends import discover_models, load_model_config
+from predictors.tasks import infer_task
 from tests.helpers import write_folder
 
 
@@ -49,7 +50,7 @@ def test_embedding_reads_sentence_transformers_pooling(tmp_path):
         ("batch_size: 0\n", "batch_size must be a positive integer"),
         ("batch_size: '8'\n", "batch_size must be a positive integer"),
         ("task: translation\n", "unknown task 'translation'"),
-        ("backend: tensorrt\n", "backend must be one of"),
+        ("backend: tensorrt\n", "backend 'tensorrt' in"),
         ("- a list\n", "must be a mapping"),
         ("onnx_file: missing.onnx\n", "missing.onnx does not exist"),
     ],

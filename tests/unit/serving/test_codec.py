@@ -215,3 +215,18 @@ def test_malformed_length_prefixes_are_described_without_python_internals():
 
 def test_empty_binary_elements_cannot_build_more_than_max_batch_texts():
     assert_client_error(lambda: codec.decode_request(binary_body(b"\x00" * 4 * 100_000), SPECS, 8), "at most 8", "max_batch")
+
+
+def test_an_output_requested_twice_is_a_client_error():
+    assert_client_error(
+        lambda: codec.decode_request(v2(["a"], outputs=[RequestedOutput("score"), RequestedOutput("score")]), SPECS, 8),
+        "output 'score' is requested twice",
+    )
+
+
+@pytest.mark.parametrize("datatype", ["bytes", "Bytes"])
+def test_datatypes_are_upper_case_as_the_protocol_spells_them(datatype):
+    document = {"inputs": [{"name": "text", "datatype": datatype, "shape": [1], "data": ["hi"]}]}
+    assert_client_error(lambda: codec.decode_rest_v2_json(json.dumps(document).encode(), "m"),
+                        f"datatype '{datatype}'", "upper case")
+    assert_client_error(lambda: rest_json(document), f"datatype '{datatype}'")

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from predictors.model import ModelConfig
-from predictors.serving import drift
-from predictors.serving.drift_texts import builtin_texts
+from predictors.serving.observability import drift
+from predictors.tasks import head_for
+from predictors.serving.observability.drift_texts import builtin_texts
 
 
 def classification_outputs(labels: list[str], scores: list[float]) -> dict:
@@ -27,9 +28,13 @@ def classifier_config() -> ModelConfig:
     return ModelConfig(name="m", path=Path("/nowhere"), task="classification", labels=("great", "other"))
 
 
+def reference_of(config: ModelConfig, outputs: dict, texts: int) -> drift.Reference:
+    return drift.build_reference(config, head_for(config), outputs, "synthetic", texts)
+
+
 def test_reference_proportions_and_round_trip():
     rng = np.random.default_rng(0)
-    reference = drift.build_reference(classifier_config(), mixed_stream(rng, 2000), "synthetic", 2000)
+    reference = reference_of(classifier_config(), mixed_stream(rng, 2000), 2000)
     label = reference.signals["label"]
     assert label.categories == ["great", "other"] and len(label.proportions) == 3  # + unseen bin
     assert abs(label.proportions[0] - 0.5) < 0.05 and label.proportions[2] == 0
@@ -42,8 +47,8 @@ def test_reference_proportions_and_round_trip():
 
 def test_window_psi_stays_low_for_the_same_mix_and_rises_for_one_class():
     rng = np.random.default_rng(1)
-    reference = drift.build_reference(classifier_config(), mixed_stream(rng, 2000), "synthetic", 2000)
-    window = drift.DriftWindow(reference, size=1000)
+    reference = reference_of(classifier_config(), mixed_stream(rng, 2000), 2000)
+    window = drift.DriftWindow(reference, head_for(classifier_config()), size=1000)
     assert np.isnan(window.psi("label"))
     for _ in range(10):
         window.observe(mixed_stream(rng, 100))
@@ -60,13 +65,14 @@ def test_unseen_category_lands_in_the_other_bin():
     assert signal.bin("c") == 2 and signal.proportions == [0.5, 0.5, 0.0]
 
 
-def test_embedding_cosine_signal_and_token_classification_signals():
+def test_embedding_cosine_signal_and_token_classification_signals(tmp_path):
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(500, 16)) + 3.0  # a common direction, so cosine to the centroid varies
-    config = ModelConfig(name="e", path=Path("/nowhere"), task="embedding")
-    reference = drift.build_reference(config, {"embedding": vectors}, "synthetic", 500)
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 16}))
+    config = ModelConfig(name="e", path=tmp_path, task="embedding")
+    reference = reference_of(config, {"embedding": vectors}, 500)
     assert list(reference.signals) == ["cosine"] and len(reference.centroid) == 16
-    window = drift.DriftWindow(reference, size=200)
+    window = drift.DriftWindow(reference, head_for(config), size=200)
     window.observe({"embedding": rng.normal(size=(200, 16)) + 3.0})
     same = window.psi("cosine")
     window.observe({"embedding": rng.normal(size=(200, 16))})  # no common direction: far from the centroid
@@ -74,7 +80,7 @@ def test_embedding_cosine_signal_and_token_classification_signals():
 
     ner = ModelConfig(name="n", path=Path("/nowhere"), task="token_classification", labels=("O", "B-EMAIL"))
     entities = [[], [{"entity": "EMAIL"}], json.dumps([{"entity": "EMAIL"}, {"entity": "PHONE"}])]
-    reference = drift.build_reference(ner, {"entities": entities}, "synthetic", 3)
+    reference = reference_of(ner, {"entities": entities}, 3)
     assert reference.signals["entity_type"].categories == ["none", "EMAIL"]
     assert reference.signals["entity_count"].proportions[:3] == [round(1 / 3, 6)] * 3
 

@@ -11,8 +11,9 @@ from kserve.errors import InvalidInput, ModelNotReady
 from prometheus_client import REGISTRY, generate_latest
 
 from predictors.model import DRIFT_REFERENCE_FILE, ModelConfig
-from predictors.serving import drift, metrics
+from predictors.serving.observability import drift, metrics
 from predictors.serving.errors import QueueFull
+from predictors.tasks import head_for
 
 
 class StandInModel(SimpleNamespace):
@@ -23,13 +24,14 @@ def stand_in_model(tmp_path: Path, name: str, task: str = "classification", with
     config = ModelConfig(name=name, path=tmp_path, task=task, version="3", labels=("great", "other"))
     if with_reference:
         outputs = {"label": np.array(["great", "other"] * 50, dtype=object), "score": np.linspace(0.5, 1.0, 100)}
-        reference = drift.build_reference(config, outputs, "stand-in", 100)
+        reference = drift.build_reference(config, head_for(config), outputs, "stand-in", 100)
         (tmp_path / DRIFT_REFERENCE_FILE).write_text(json.dumps(reference.to_json()))
     model = StandInModel(
-        name=name, config=config, ready=False, load_seconds=None,
+        name=name, config=config, head=head_for(config), ready=False, load_seconds=None,
         choice=SimpleNamespace(name="onnx", weights=tmp_path / "model.int8.onnx"),
     )
     metrics.track(model)
+    metrics.serve_default(model.name, model.config.version)  # as the repository does when it serves
     return model
 
 
@@ -64,13 +66,12 @@ def test_predictions_feed_label_counter_score_histogram_and_drift(tmp_path):
 def test_chunk_stage_and_queue_observations(tmp_path):
     model = stand_in_model(tmp_path, "chunk-stand-in")
     key = {"model": "chunk-stand-in", "version": "3"}
-    batch = SimpleNamespace(arrays={"attention_mask": np.array([[1, 1, 1, 1], [1, 1, 0, 0]])})
-    metrics.observe_chunk(model, batch)
+    metrics.observe_tokens(model, np.array([4, 2]), padded_tokens=8)  # a batch of 2 texts padded to 4 tokens
     assert value("predictors_text_tokens_count", **key) == 2 and value("predictors_text_tokens_sum", **key) == 6
     assert value("predictors_chunk_padding_ratio_sum", **key) == 0.25
-    run = metrics.queued(model, lambda texts: len(texts), ["a", "b"])
-    assert value("predictors_queued_texts", **key) == 2
-    assert run() == 2 and value("predictors_queued_texts", **key) == 0
+    metrics.QUEUED.labels("chunk-stand-in", "3").inc(2)  # as the scheduler's enqueued hook counts them
+    metrics.observe_queue_wait(model, 0.01, 2)
+    assert value("predictors_queued_texts", **key) == 0
     assert value("predictors_stage_duration_seconds_count", **key, stage="queue") == 1
     assert metrics.timed(model, "tokenize", sum, [1, 2]) == 3
     assert value("predictors_stage_duration_seconds_count", **key, stage="tokenize") == 1

@@ -9,11 +9,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from predictors.serving.cache import (
+from predictors.serving.scheduling.cache import (
     CacheIdentity, MemoryCache, build_cache, decode_result, encode_result, lookup_then_compute,
 )
-from predictors.serving.scheduler import assemble
-from predictors.tasks import load_model_config
+from predictors.serving.scheduling.scheduler import assemble
+from predictors.tasks import head_for, load_model_config
 from tests.helpers import write_folder
 
 IDENTITY = CacheIdentity("m", "1", "ab" * 32)
@@ -62,7 +62,7 @@ def test_lru_evicts_the_least_recently_used_within_the_size_limit():
 
 def test_entries_expire_after_their_ttl(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("predictors.serving.cache.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("predictors.serving.scheduling.cache.time.monotonic", lambda: clock[0])
     cache = MemoryCache(IDENTITY, 1, ttl_seconds=5)
     cache.put_many([("a", row("a"))])
     clock[0] += 4
@@ -93,10 +93,11 @@ def test_redis_encoding_round_trips_without_pickle():
     ("cache: {enabled: false}\n", "BertForSequenceClassification", None),
     ("cache: {enabled: true, max_mb: 8, ttl_seconds: 30}\n", "BertForTokenClassification", "memory"),
 ])
-def test_cache_defaults_by_task_and_settings(tmp_path, yaml_text, task_arch, expected):
+def test_cache_defaults_by_task_head_and_settings(tmp_path, yaml_text, task_arch, expected):
     folder = write_folder(tmp_path / "m", architecture=task_arch, predictor_yaml=yaml_text, files=("model.onnx",))
     (folder / "model.onnx").write_bytes(b"weights v1")
-    cache = build_cache(load_model_config(folder), folder / "model.onnx")
+    config = load_model_config(folder)
+    cache = build_cache(config, folder / "model.onnx", cached_by_default=head_for(config).cached_by_default)
     assert (cache.stats()["backend"] if cache else None) == expected
     if cache is not None and "max_mb" in yaml_text:
         assert cache.stats()["max_mb"] == 8 and cache.ttl_seconds == 30
@@ -105,9 +106,9 @@ def test_cache_defaults_by_task_and_settings(tmp_path, yaml_text, task_arch, exp
 def test_the_key_changes_with_version_and_weights(tmp_path):
     folder = write_folder(tmp_path / "m", predictor_yaml="version: 1\n", files=("model.onnx",))
     (folder / "model.onnx").write_bytes(b"weights v1")
-    first = build_cache(load_model_config(folder), folder / "model.onnx").identity
+    first = build_cache(load_model_config(folder), folder / "model.onnx", cached_by_default=True).identity
     (folder / "model.onnx").write_bytes(b"weights v2")
-    second = build_cache(load_model_config(folder), folder / "model.onnx").identity
+    second = build_cache(load_model_config(folder), folder / "model.onnx", cached_by_default=True).identity
     (folder / "predictor.yaml").write_text("version: 2\n")
-    third = build_cache(load_model_config(folder), folder / "model.onnx").identity
+    third = build_cache(load_model_config(folder), folder / "model.onnx", cached_by_default=True).identity
     assert len({first.prefix, second.prefix, third.prefix}) == 3

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from predictors.serving.compute_slots import ComputeSlots
+from predictors.serving.scheduling.compute_slots import ComputeSlots
 
 CPUS = sorted(os.sched_getaffinity(0))
 
@@ -94,7 +94,7 @@ def test_slots_and_cpus_must_match():
 
 
 def test_lowering_a_threads_priority_leaves_the_rest_of_the_process_alone():
-    from predictors.serving.compute_slots import WORKER_NICE, lower_this_threads_priority
+    from predictors.serving.scheduling.compute_slots import WORKER_NICE, lower_this_threads_priority
 
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     seen = []

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from kserve.errors import InvalidInput
 
-from predictors.serving.admission import request_timeout_seconds
+from predictors.serving.scheduling.admission import request_timeout_seconds
 from predictors.serving.errors import DeadlineExceeded, QueueFull
-from predictors.serving import scheduler as scheduler_module
-from predictors.serving.scheduler import DOOR_TICKET, DoorTicket, Scheduler, SchedulerSettings, assemble, estimate_tokens
+from predictors.serving.scheduling import scheduler as scheduler_module
+from predictors.serving.scheduling.chunking import chunk_plan, reassemble, run_chunks
+from predictors.serving.scheduling.door import DOOR_TICKET, DoorTicket
+from predictors.serving.scheduling.scheduler import Scheduler, SchedulerSettings, assemble, estimate_tokens
 
 
 class StandInRunner:
@@ -97,7 +99,8 @@ def test_scheduled_results_equal_the_direct_run():
         return mine
 
     scheduled = assemble(asyncio.run(main()))
-    direct = assemble(scheduler.run_direct(texts))
+    plan = chunk_plan(texts, 3)  # as a request alone is chunked
+    direct = reassemble(len(texts), plan, run_chunks(lambda chunk: runner([texts[i] for i in chunk]), plan))
     scheduler.stop()
     assert list(scheduled[0]["label"]) == list(direct[0]["label"]) == texts
     np.testing.assert_array_equal(scheduled[0]["score"], direct[0]["score"])
@@ -172,7 +175,7 @@ def test_a_request_over_the_queue_bound_is_refused_at_once():
     gate = threading.Event()
     runner = StandInRunner(gate=gate)
     scheduler = make_scheduler(runner, batch_size=1, max_queue_texts=10)
-    scheduler._observe(1, 0.5)  # 2 texts/s measured: retry-after follows the queue
+    scheduler.observe_run(1, 0.5)  # 2 texts/s measured: retry-after follows the queue
 
     async def main():
         first = asyncio.create_task(scheduler.submit(texts_of("a", 9)))
@@ -292,7 +295,7 @@ def test_a_request_that_cannot_start_within_its_deadline_is_refused_at_once():
     gate = threading.Event()
     runner = StandInRunner(gate=gate)
     scheduler = make_scheduler(runner, batch_size=1, max_queue_texts=1000)
-    scheduler._observe(1, 0.1)  # 10 texts/s measured
+    scheduler.observe_run(1, 0.1)  # 10 texts/s measured
 
     async def main():
         ahead = asyncio.create_task(scheduler.submit(texts_of("ahead", 30)))
@@ -313,16 +316,16 @@ def test_a_full_queue_refuses_before_the_body_is_read():
     scheduler = make_scheduler(StandInRunner(gate=gate), batch_size=1, max_queue_texts=5)
 
     async def main():
-        ticket = scheduler.admit_before_reading(None)
+        ticket = scheduler.door.admit(None)
         assert isinstance(ticket, DoorTicket)
         ticket.release()
         busy = asyncio.create_task(scheduler.submit(texts_of("a", 8)))
         await asyncio.sleep(0.05)  # 7 queued, over the bound of 5
-        refusal = scheduler.admit_before_reading(None)
+        refusal = scheduler.door.admit(None)
         assert isinstance(refusal, QueueFull) and "max_queue_texts" in refusal.message
         gate.set()
         await busy
-        assert isinstance(scheduler.admit_before_reading(None), DoorTicket)
+        assert isinstance(scheduler.door.admit(None), DoorTicket)
 
     asyncio.run(main())
     scheduler.stop()
@@ -332,10 +335,10 @@ def test_requests_let_in_but_not_yet_queued_count_against_the_bound():
     """A burst whose headers all arrive before any body: the queue is empty each time, but the
     requests already let in hold their estimated texts, so the rest are refused at the door."""
     scheduler = make_scheduler(StandInRunner(), batch_size=1, max_queue_texts=100)
-    scheduler.body_bytes_per_text = 100.0
+    scheduler.door.body_bytes_per_text = 100.0
     let_in = []
     for _ in range(10):
-        admission = scheduler.admit_before_reading(3_000)  # about 30 texts each
+        admission = scheduler.door.admit(3_000)  # about 30 texts each
         if not isinstance(admission, DoorTicket):
             assert isinstance(admission, QueueFull) and "arriving" in admission.message
             break
@@ -346,34 +349,34 @@ def test_requests_let_in_but_not_yet_queued_count_against_the_bound():
         ticket.release()
         ticket.release()  # once only
     assert scheduler.describe()["arriving_texts_estimated"] == 0
-    assert isinstance(scheduler.admit_before_reading(50_000), DoorTicket)  # nothing ahead: never refused
+    assert isinstance(scheduler.door.admit(50_000), DoorTicket)  # nothing ahead: never refused
     scheduler.stop()
 
 
 def test_a_request_that_arrives_gives_up_its_estimate_and_teaches_the_body_size():
     scheduler = make_scheduler(StandInRunner(), batch_size=1, max_queue_texts=100)
-    before = scheduler.body_bytes_per_text
+    before = scheduler.door.body_bytes_per_text
 
     async def main():
-        ticket = scheduler.admit_before_reading(64_000)
+        ticket = scheduler.door.admit(64_000)
         DOOR_TICKET.set(ticket)
         scheduler.arrived(1_000)  # 64 bytes per text, not the default guess
         assert ticket.released and scheduler.describe()["arriving_texts_estimated"] == 0
-        assert scheduler.body_bytes_per_text == pytest.approx(0.8 * before + 0.2 * 64)
+        assert scheduler.door.body_bytes_per_text == pytest.approx(0.8 * before + 0.2 * 64)
 
     asyncio.run(main())
     scheduler.stop()
 
 
 def test_a_bad_pinning_setting_fails_the_start_not_the_worker_threads(monkeypatch):
-    from predictors.backends.cpus import CpuSettingError
-    from predictors.serving import compute_slots as slots_module
+    from predictors.model.environment import EnvironmentSettingError
+    from predictors.serving.scheduling import compute_slots as slots_module
 
     monkeypatch.setattr(slots_module, "_slots", None)  # resolved afresh, as in a new process
     monkeypatch.setenv("PREDICTORS_PIN_CPUS", "sometimes")
     settings = SchedulerSettings(batch_size=4, max_batch_tokens=10_000, max_length=512, workers=1,
                                  batches_across_requests=True, max_queue_texts=None)
     scheduler = Scheduler("stand-in", lambda texts: ({}, []), settings)
-    with pytest.raises(CpuSettingError, match="PREDICTORS_PIN_CPUS"):
+    with pytest.raises(EnvironmentSettingError, match="PREDICTORS_PIN_CPUS"):
         scheduler.start()
     assert not scheduler._threads

@@ -12,7 +12,7 @@ import numpy as np
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from predictors.serving.errors import QueueFull, UnknownModel
-from predictors.serving.v2_json import V2JsonInference
+from predictors.serving.transport.fast_path import V2JsonInference
 
 
 class StandInDataPlane:

@@ -14,7 +14,8 @@ import pytest
 from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
 
 from predictors.model.settings import CHARS_PER_TOKEN, DEFAULT_MAX_BODY_BYTES
-from predictors.serving.limits import BodyLimit, model_name_of
+from predictors.serving.transport.limits import BodyLimit
+from predictors.serving.transport.paths import model_route
 from predictors.tasks import load_model_config
 from tests.helpers import write_folder
 
@@ -102,8 +103,8 @@ def test_streamed_body_over_the_limit_is_413(headers):
 
 
 def test_each_model_route_has_its_models_limit():
-    assert model_name_of("/v2/models/big/versions/2/infer") == "big"
-    assert model_name_of("/v1/models/big:predict") == "big"
+    assert model_route("/v2/models/big/versions/2/infer").model == "big"
+    assert model_route("/v1/models/big:predict").model == "big"
     assert call([b"x" * 150], path="/v2/models/big/infer", models={"big": 200})[0] == 200
     assert call([b"x" * 150], path="/v1/models/big:predict", models={"big": 200})[0] == 200
     assert call([b"x" * 150], path="/v2/models/other/infer", models={"big": 200})[0] == 413

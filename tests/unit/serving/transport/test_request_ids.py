@@ -14,10 +14,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from predictors.model import ModelConfig
-from predictors.serving import metrics, request_ids
-from predictors.serving.logs import JsonFormatter, RequestContextFilter, RequestTextFormatter
+from predictors.tasks import head_for
+from predictors.serving import request_context as request_ids
+from predictors.serving.observability import metrics
+from predictors.serving.transport.request_ids import RequestIdMiddleware
+from predictors.serving.observability.logs import JsonFormatter, RequestContextFilter, RequestTextFormatter
 
-from .test_metrics import StandInModel
+from ..observability.test_metrics import StandInModel
 
 seen: dict[str, object] = {}
 
@@ -32,11 +35,12 @@ async def infer(request: Request) -> JSONResponse:
 
 def client(tmp_path: Path) -> TestClient:
     config = ModelConfig(name="ids-stand-in", path=tmp_path, task="classification", labels=("a", "b"))
-    model = StandInModel(name="ids-stand-in", config=config, ready=True, load_seconds=1.0, choice=None)
+    model = StandInModel(name="ids-stand-in", config=config, head=head_for(config), ready=True, load_seconds=1.0, choice=None)
     metrics.track(model)
+    metrics.serve_default(model.name, model.config.version)  # as the repository does when it serves
     seen["model"] = model  # tracked weakly: keep it alive for the test
     app = Starlette(routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"])])
-    app.add_middleware(request_ids.RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     return TestClient(app)
 
 
