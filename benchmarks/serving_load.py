@@ -83,7 +83,7 @@ def raw_run(folder: Path, texts: list[str], batch: int, seconds: float, sort: bo
     from predictors.serving.predictor import TextPredictor
     from predictors.backends import load_model_config
 
-    predictor = TextPredictor(load_model_config(folder))
+    predictor = TextPredictor(load_model_config(folder), thread_counts=(1,))  # the raw limit: one thread per run
     predictor.load()
     ordered = sorted(texts, key=len) if sort else texts
     batches = itertools.cycle([ordered[i : i + batch] for i in range(0, len(ordered), batch)])

@@ -48,11 +48,11 @@ class Backend(ABC):
     platform: ClassVar[str]  # V2 model metadata "platform"
     files: ClassVar[str]  # the files it serves, for messages ("model.onnx or model.int8.onnx")
 
-    def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: int = 1) -> None:
+    def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: tuple[int, ...] = (1,)) -> None:
         self.config = config
         self.head = head
         self.weights = weights
-        self.threads = threads
+        self.threads = threads  # the intra-op thread counts `run` is asked for (one per compute slot held)
         # True when each text runs alone (dynamic int8 picks one activation scale per run): the
         # scheduler then gains nothing from batching across requests and gives one text per batch.
         self.per_text = False
@@ -75,5 +75,7 @@ class Backend(ABC):
         """Tokenizer outputs this model consumes (input_ids, attention_mask, token_type_ids...)."""
 
     @abstractmethod
-    def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """The head's tensor (logits or last_hidden_state) for one padded chunk."""
+    def run(self, arrays: dict[str, np.ndarray], threads: int = 1) -> np.ndarray:
+        """The head's tensor (logits or last_hidden_state) for one padded chunk, computed on `threads`
+        intra-op threads (one of self.threads). Called concurrently from worker threads; the caller
+        holds `threads` compute slots, so the runs in flight never use more threads than CPUs."""

@@ -37,15 +37,17 @@ class HFBackend(Backend):
         reason = "forced by predictor.yaml" if forced else "HuggingFace weights present"
         return Candidates([BackendChoice(cls.name, weights, reason, rank=RANK_FRAMEWORK)], [])
 
-    def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: int = 1) -> None:
+    def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: tuple[int, ...] = (1,)) -> None:
         super().__init__(config, head, weights, threads)
         import torch  # optional heavy dependency: only for models served on torch
         import transformers
 
         self._torch = torch
         # torch's intra-op pool is process-wide; parallelism comes from several worker threads each
-        # running a chunk, which beats one chunk on many threads for these small encoders.
-        torch.set_num_threads(threads)
+        # running a chunk, which beats one chunk on many threads for these small encoders. A run on
+        # more threads happens only while its caller holds every compute slot (nothing else runs).
+        self._narrow = min(threads)
+        torch.set_num_threads(self._narrow)
         auto_class = getattr(transformers, head.hf_auto_class)
         self.device_choice = torch_device(torch.cuda.is_available())
         self.model = auto_class.from_pretrained(config.path).eval().to(self.device_choice.device)
@@ -58,10 +60,16 @@ class HFBackend(Backend):
     def input_names(self) -> tuple[str, ...]:
         return self._inputs
 
-    def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, arrays: dict[str, np.ndarray], threads: int = 1) -> np.ndarray:
         torch = self._torch
         device = self.device_choice.device
         feeds = {k: torch.from_numpy(arrays[k]).to(device) for k in self._inputs if k in arrays}
-        with torch.inference_mode():
-            output = self.model(**feeds)
+        if threads != self._narrow:
+            torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                output = self.model(**feeds)
+        finally:
+            if threads != self._narrow:
+                torch.set_num_threads(self._narrow)
         return output[self.head.backend_output].cpu().numpy()

@@ -62,38 +62,44 @@ class OnnxBackend(Backend):
                 refused.append(f"{path.name} failed its {status.precision} accuracy gate ({status.summary})")
         return Candidates(servable, refused)
 
-    def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: int = 1) -> None:
+    def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: tuple[int, ...] = (1,)) -> None:
         super().__init__(config, head, weights, threads)
-        options = ort.SessionOptions()
-        # One intra-op thread per run: concurrent runs from the worker threads use the cores, and
-        # two single-thread runs outpace one two-thread run for these models.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers, self.device_choice = onnx_providers(ort.get_available_providers())
-        self.session = ort.InferenceSession(str(weights), options, providers=providers)
+        # A session's intra-op thread count is fixed when it is made, so there is one session per
+        # count: one thread per run while every worker is busy (two one-thread runs outpace one
+        # two-thread run for these models), all CPUs for a batch that runs alone.
+        self.sessions = {count: self._session(providers, count) for count in threads}
+        self.session = self.sessions[min(threads)]
         self._inputs = tuple(i.name for i in self.session.get_inputs())
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = head.backend_output if head.backend_output in outputs else outputs[0]
         self.per_text = quantizes_activations(weights)
 
+    def _session(self, providers: list[str], threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(self.weights), options, providers=providers)
+
     @property
     def input_names(self) -> tuple[str, ...]:
         return self._inputs
 
-    def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, arrays: dict[str, np.ndarray], threads: int = 1) -> np.ndarray:
+        session = self.sessions.get(threads, self.session)
         if self.per_text:
-            return self._run_per_text(arrays)
+            return self._run_per_text(arrays, session)
         feeds = {name: arrays[name] for name in self._inputs}
-        return self.session.run([self._output], feeds)[0]
+        return session.run([self._output], feeds)[0]
 
-    def _run_per_text(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def _run_per_text(self, arrays: dict[str, np.ndarray], session: ort.InferenceSession) -> np.ndarray:
         """Dynamic int8 picks one activation scale per tensor, i.e. per batch, so a batched text's
         output would depend on its neighbours. Each text runs alone, unpadded; on one thread per
         run this is no slower than batching (padding costs what batching saves)."""
         lengths = arrays["attention_mask"].sum(axis=1)
         rows = [
-            self.session.run([self._output], {k: arrays[k][i : i + 1, : int(n)] for k in self._inputs})[0]
+            session.run([self._output], {k: arrays[k][i : i + 1, : int(n)] for k in self._inputs})[0]
             for i, n in enumerate(lengths)
         ]
         if rows[0].ndim == 2:  # [1, C]: one vector per text

@@ -58,7 +58,7 @@ class Runner:
         if onnx_path is not None:
             changes["onnx_file"] = str(Path(onnx_path).resolve())
         self.config = replace(config, **changes)
-        self.predictor = TextPredictor(self.config)
+        self.predictor = TextPredictor(self.config, thread_counts=(1,))  # runs on one thread each, as served under load
         self.predictor.load()
         self.choice = self.predictor.choice
 

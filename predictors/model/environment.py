@@ -32,8 +32,11 @@ class ServerEnvironment(BaseSettings):
     workers: int | None = Field(None, ge=1, description="inference workers per model (default: one per CPU)")
     pin_cpus: Literal["auto", "off"] = Field("auto", description="pin compute slots to CPUs the process owns")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where models run")
+    adaptive_threads: Literal["auto", "off"] = Field(
+        "auto", description="auto: a batch with nothing queued behind it runs on every free CPU; off: always one"
+    )
 
-    @field_validator("pin_cpus", "device", mode="before")
+    @field_validator("pin_cpus", "device", "adaptive_threads", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -24,8 +24,9 @@ import numpy as np
 import kserve
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
-from ..backends import BACKENDS, Backend, BackendChoice, choose_backend, default_workers
+from ..backends import BACKENDS, Backend, BackendChoice, choose_backend, cpu_limit, default_workers
 from ..model import ModelConfig
+from ..model.environment import server_environment
 from ..tasks import TokenBatch, head_for
 from . import codec, request_context
 from .errors import ModelUnavailable
@@ -87,9 +88,10 @@ class TextPredictor(kserve.Model):
     """Serves one model folder. `load()` blocks (weights, tokenizer, warm-up); the server runs it
     off the event loop and reports the model ready only once it has answered a warm-up request."""
 
-    def __init__(self, config: ModelConfig, name: str | None = None) -> None:
+    def __init__(self, config: ModelConfig, name: str | None = None, thread_counts: tuple[int, ...] | None = None) -> None:
         super().__init__(name or config.name)
         self.config = config
+        self.thread_counts = thread_counts  # intra-op threads per run; None: decided at load (_thread_counts)
         self.head = head_for(config)
         self.specs = self.head.outputs()
         self.workers = config.workers or default_workers()
@@ -136,13 +138,20 @@ class TextPredictor(kserve.Model):
             self.choice.reason, self.choice.weights.name,
         )
 
+    def _thread_counts(self) -> tuple[int, ...]:
+        """One intra-op thread per run, and all the CPUs for a batch that runs alone (when on)."""
+        if self.thread_counts is not None:
+            return self.thread_counts
+        cpus = cpu_limit()
+        return (1, cpus) if cpus > 1 and server_environment().adaptive_threads == "auto" else (1,)
+
     def _load_runtime(self) -> None:
         """The backend the folder's files call for, and the tokenizer."""
         self.choice = choose_backend(self.config)
         for refused in self.choice.refused:
             logger.warning("model %s: not serving %s (see export_report.json)", self.name, refused)
         try:
-            self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=1)
+            self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=self._thread_counts())
         except Exception as exc:
             raise ModelLoadError(f"cannot load {self.choice.weights}: {exc}") from exc
         try:
@@ -293,10 +302,11 @@ class TextPredictor(kserve.Model):
         )
 
     # ---- running texts ---------------------------------------------------------------------
-    def run_batch(self, texts: list[str], timer: StageTimer = untimed) -> BatchRun:
-        """Tokenize, run and decode one batch on the calling thread; `timer` times each stage."""
+    def run_batch(self, texts: list[str], timer: StageTimer = untimed, threads: int = 1) -> BatchRun:
+        """Tokenize, run and decode one batch on the calling thread, the backend on `threads` intra-op
+        threads (the caller holds that many compute slots); `timer` times each stage."""
         batch = timer("tokenize", self._tokenize, texts)
-        array = timer("backend", self.backend.run, batch.arrays)
+        array = timer("backend", self.backend.run, batch.arrays, threads)
         outputs = timer("postprocess", self.head.decode, array, batch)
         mask = batch.arrays["attention_mask"]
         return BatchRun(array, outputs, batch.truncated, mask.sum(axis=1), int(mask.size))
@@ -320,9 +330,9 @@ class TextPredictor(kserve.Model):
                     raw[i] = np.asarray(values, dtype=np.float32)
         return TextsRun(outputs, truncated, raw, seconds)
 
-    def _run_scheduled(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+    def _run_scheduled(self, texts: list[str], threads: int = 1) -> tuple[dict[str, np.ndarray], list[bool]]:
         """One batch a scheduler worker took, its stages and tokens observed in the metrics."""
-        run = self.run_batch(texts, lambda stage, function, *args: metrics.timed(self, stage, function, *args))
+        run = self.run_batch(texts, lambda stage, function, *args: metrics.timed(self, stage, function, *args), threads)
         metrics.observe_tokens(self, run.tokens, run.padded_tokens)
         return run.outputs, run.truncated
 

@@ -69,6 +69,26 @@ def scheduler_state(server) -> dict:
         return json.loads(reply.read())["scheduler"]
 
 
+async def until_queued(session, server, minimum: int = 1, timeout: float = 60.0) -> None:
+    """Poll the model's /config until at least `minimum` texts are queued (a generous deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with session.get(f"{server.url}/v2/models/{MODEL}/config") as reply:
+            if (await reply.json())["scheduler"]["queued_texts"] >= minimum:
+                return
+        assert time.monotonic() < deadline, f"fewer than {minimum} texts queued after {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+def wait_for_state(server, condition, timeout: float = 60.0) -> dict:
+    """Poll the scheduler's state until `condition(state)` holds; returns that state."""
+    deadline = time.monotonic() + timeout
+    while not condition(state := scheduler_state(server)):
+        assert time.monotonic() < deadline, f"scheduler state never matched: {state}"
+        time.sleep(0.05)
+    return state
+
+
 def grpc_infer(server, texts: list[str], **parameters):
     async def run():
         client = InferenceGRPCClient(server.grpc_url, timeout=60)
@@ -88,14 +108,13 @@ def test_a_one_text_request_finishes_before_a_large_one(admission_server):
     async def main():
         async with aiohttp.ClientSession() as session:
             large = asyncio.create_task(post(session, url, v2_body(review_texts(QUEUE_BOUND, "large"))))
-            await asyncio.sleep(0.3)
+            await until_queued(session, admission_server)
             small = await post(session, url, v2_body(["Lovely tea, will buy again."]))
             return small, await large
 
     small, large = asyncio.run(main())
     assert small[0] == 200 and large[0] == 200
     assert small[4] < large[4], "the one-text request waited for the large one"
-    assert small[3] < large[3] / 4
 
 
 def test_a_request_over_the_queue_bound_is_refused_at_once(admission_server):
@@ -105,7 +124,7 @@ def test_a_request_over_the_queue_bound_is_refused_at_once(admission_server):
     async def main():
         async with aiohttp.ClientSession() as session:
             large = asyncio.create_task(post(session, url, v2_body(review_texts(QUEUE_BOUND, "fill"))))
-            await asyncio.sleep(0.3)
+            await until_queued(session, admission_server)
             refused = await post(session, url, v2_body(review_texts(64, "extra")))
             v1 = await post(session, f"{base}/v1/models/{MODEL}:predict", {"instances": review_texts(64, "v1")})
             try:
@@ -113,20 +132,19 @@ def test_a_request_over_the_queue_bound_is_refused_at_once(admission_server):
                 grpc_code = grpc.StatusCode.OK
             except grpc.aio.AioRpcError as exc:
                 grpc_code = exc.code()
-            started = time.perf_counter()
             async with session.get(f"{base}/v2/health/live") as live:
-                live_seconds, live_status = time.perf_counter() - started, live.status
-            return refused, v1, grpc_code, (live_status, live_seconds), await large
+                live_answered = (live.status, time.perf_counter())
+            return refused, v1, grpc_code, live_answered, await large
 
     refused, v1, grpc_code, live, large = asyncio.run(main())
-    status, body, headers, seconds, _ = refused
+    status, body, headers, _, answered = refused
     assert status == 429, body
     assert "max_queue_texts" in body["error"] and "overloaded" in body["error"]
     assert int(headers["Retry-After"]) >= 1
-    assert seconds < 0.5, "a refusal must not wait behind the queue"
+    assert answered < large[4], "a refusal must not wait behind the queue"
     assert v1[0] == 429 and "max_queue_texts" in v1[1]["error"]
     assert grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert live[0] == 200 and live[1] < 0.5
+    assert live[0] == 200 and live[1] < large[4], "liveness must not wait behind the queue"
     assert large[0] == 200  # the accepted request is answered
     assert scheduler_state(admission_server)["refused"] >= 3
 
@@ -150,15 +168,13 @@ def test_work_not_started_by_its_deadline_is_answered_504(admission_server):
             return by_parameter, by_header, bad, grpc_code
 
     by_parameter, by_header, bad, grpc_code = asyncio.run(main())
-    for status, body, _, seconds, _ in (by_parameter, by_header):
+    for status, body, _, _, _ in (by_parameter, by_header):
         assert status == 504, body
         assert "100 ms deadline" in body["error"] and "dropped" in body["error"]
-        assert seconds < 3
     assert bad[0] == 400 and "timeout_ms" in bad[1]["error"]
     assert grpc_code == grpc.StatusCode.DEADLINE_EXCEEDED
-    time.sleep(0.3)
-    state = scheduler_state(admission_server)
-    assert state["deadline_exceeded"] - before == 3 and state["queued_texts"] == 0
+    state = wait_for_state(admission_server, lambda s: s["deadline_exceeded"] - before >= 3 and s["queued_texts"] == 0)
+    assert state["deadline_exceeded"] - before == 3
 
 
 def test_a_client_that_hangs_up_has_its_queued_work_dropped(admission_server):
@@ -169,13 +185,8 @@ def test_a_client_that_hangs_up_has_its_queued_work_dropped(admission_server):
             f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode() + body
         )
-        time.sleep(0.4)  # the request is queued and running
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        state = scheduler_state(admission_server)
-        if state["cancelled"] > before["cancelled"]:
-            break
-        time.sleep(0.1)
+        wait_for_state(admission_server, lambda s: s["queued_texts"] > 0)  # queued and running
+    state = wait_for_state(admission_server, lambda s: s["cancelled"] > before["cancelled"] and s["queued_texts"] == 0)
     assert state["cancelled"] == before["cancelled"] + 1
     assert state["texts_dropped"] - before["texts_dropped"] > QUEUE_BOUND // 2
     assert state["queued_texts"] == 0
@@ -221,3 +232,30 @@ def test_config_reports_the_compute_slots_and_whether_they_are_pinned(admission_
         assert slots["pinned_cpus"] == sorted(os.sched_getaffinity(0)), slots
     else:
         assert slots["pinned_cpus"] is None and slots["pinning"].startswith("off"), slots
+
+
+def test_a_lone_request_runs_on_every_cpu_and_answers_as_under_load(admission_server):
+    """Alone, the request's text runs on all CPUs (the scheduler's counters say so); sent while the
+    queue is full, the same text runs on one: the answer is the same, bit for bit (int8 runs each
+    text alone either way)."""
+    url = f"{admission_server.url}/v2/models/{MODEL}/infer"
+    text = "A lone request about green tea and biscuits."
+    cpus = scheduler_state(admission_server)["compute_slots"]["count"]
+    assert cpus >= 2, "this check needs at least two CPUs for the process"
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            before = scheduler_state(admission_server)
+            alone = await post(session, url, v2_body([text]))
+            after_alone = scheduler_state(admission_server)
+            large = asyncio.create_task(post(session, url, v2_body(review_texts(120, "load"))))
+            await until_queued(session, admission_server, minimum=60)
+            under_load = await post(session, url, v2_body([text]))
+            await large
+            return before, alone, after_alone, under_load
+
+    before, alone, after_alone, under_load = asyncio.run(main())
+    assert alone[0] == 200 and under_load[0] == 200
+    assert after_alone["runs_on_all_cpus"] > before["runs_on_all_cpus"]
+    assert after_alone["runs_on_one_cpu"] == before["runs_on_one_cpu"]  # the lone text did not run on one
+    assert alone[1]["outputs"] == under_load[1]["outputs"]

@@ -23,7 +23,7 @@ def write_reference(folder: Path) -> Path:
     folder = Path(folder)
     config = load_model_config(folder)
     texts, source = reference_texts(config)
-    model = TextPredictor(config)
+    model = TextPredictor(config, thread_counts=(1,))
     model.load()
     outputs: dict[str, list] = {}
     step = max(1, min(config.max_batch, 256))

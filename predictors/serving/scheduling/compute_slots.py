@@ -39,6 +39,8 @@ class ComputeSlots:
         self.pinning = pinning
         self._free: list[int] = list(range(count))
         self._available = threading.Condition()
+        self._waiting = 0  # threads waiting in hold() for a slot
+        self._runs: dict[int, int] = {}  # slot -> threads of the run holding it (the current split)
         self._last_slot = threading.local()  # a worker gets its previous CPU back when it is free
 
     @contextmanager
@@ -46,18 +48,41 @@ class ComputeSlots:
         """Wait for a free slot and hold it (the calling thread pinned to its CPU if pinning)."""
         preferred = getattr(self._last_slot, "index", None)
         with self._available:
+            self._waiting += 1
             while not self._free:
                 self._available.wait()
+            self._waiting -= 1
             index = preferred if preferred in self._free else self._free[-1]
             self._free.remove(index)
+            self._runs[index] = 1
         try:
             if self.cpus is not None and preferred != index:
                 self._pin(index)
             yield index
         finally:
             with self._available:
+                self._runs.pop(index, None)
                 self._free.append(index)
                 self._available.notify()
+
+    def widen(self, index: int) -> list[int]:
+        """For the holder of slot `index`: every other slot too, at once and only if all are free and
+        nobody waits for one (a run on all CPUs must never keep another batch waiting); [] otherwise.
+        Give them back with `narrow`."""
+        with self._available:
+            if self.count < 2 or self._waiting or len(self._free) != self.count - 1:
+                return []
+            extra, self._free = self._free, []
+            self._runs[index] = self.count
+            return extra
+
+    def narrow(self, index: int, extra: list[int]) -> None:
+        if not extra:
+            return
+        with self._available:
+            self._runs[index] = 1
+            self._free.extend(extra)
+            self._available.notify(len(extra))
 
     def _pin(self, index: int) -> None:
         try:
@@ -69,7 +94,9 @@ class ComputeSlots:
         self._last_slot.index = index
 
     def describe(self) -> dict[str, object]:
-        return {"count": self.count, "pinned_cpus": self.cpus, "pinning": self.pinning}
+        with self._available:
+            split = sorted(self._runs.values(), reverse=True)
+        return {"count": self.count, "pinned_cpus": self.cpus, "pinning": self.pinning, "threads_per_run_now": split}
 
 
 WORKER_NICE = 19

@@ -34,17 +34,19 @@ import numpy as np
 
 from ...backends import cpu_limit
 from ...model import ModelConfig
+from ...model.environment import server_environment
 from ..errors import ModelUnavailable
 from .admission import deadline_exceeded, deadline_unreachable, queue_full
-from .compute_slots import compute_slots, lower_this_threads_priority
+from .compute_slots import ComputeSlots, compute_slots, lower_this_threads_priority
 from .door import Door
 
 logger = logging.getLogger("kserve.predictors")
 
 #: One text's outputs (each a 1-row array, dtype kept) and whether tokenization truncated it.
 TextResult = tuple[dict[str, np.ndarray], bool]
-#: Tokenize + backend + head for a list of texts: per-output arrays and truncation flags.
-BatchRunner = Callable[[list[str]], tuple[dict[str, np.ndarray], list[bool]]]
+#: Tokenize + backend + head for a list of texts on `threads` intra-op threads: per-output arrays and
+#: truncation flags.
+BatchRunner = Callable[[list[str], int], tuple[dict[str, np.ndarray], list[bool]]]
 
 #: The default token budget of a batch is batch_size texts of this many tokens.
 DEFAULT_TOKENS_PER_TEXT = 256
@@ -220,13 +222,16 @@ class SchedulerSettings:
     batches_across_requests: bool
     max_queue_texts: int | None  # None: derived from measured throughput (see Scheduler.queue_limit)
     queue_seconds: float = 4.0  # the derived bound holds this many seconds of work
+    # A batch that leaves nothing queued may run on every CPU (all compute slots) instead of one.
+    runs_on_free_cpus: bool = True
 
 
 class Scheduler:
     """Per-model queue, admission, deadlines and worker threads around a BatchRunner."""
 
     def __init__(
-        self, name: str, run_batch: BatchRunner, settings: SchedulerSettings, hooks: SchedulerHooks | None = None
+        self, name: str, run_batch: BatchRunner, settings: SchedulerSettings, hooks: SchedulerHooks | None = None,
+        compute_slots_override: ComputeSlots | None = None,
     ) -> None:
         self.name = name
         self.run_batch = run_batch
@@ -241,13 +246,15 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self.seconds_per_text: float | None = None  # measured, exponentially averaged
         self.door = Door(self)
-        self.counters = {"accepted": 0, "refused": 0, "deadline_exceeded": 0, "cancelled": 0, "texts_dropped": 0}
+        self.counters = {"accepted": 0, "refused": 0, "deadline_exceeded": 0, "cancelled": 0, "texts_dropped": 0,
+                         "runs_on_one_cpu": 0, "runs_on_all_cpus": 0}
+        self._slots = compute_slots_override
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         # Resolved here, on the loading thread: a bad PREDICTORS_PIN_CPUS fails the load instead of
         # killing each worker thread as it starts.
-        self._slots = compute_slots()
+        self._slots = self._slots or compute_slots()
         for n in range(self.settings.workers):
             thread = threading.Thread(target=self._work, name=f"infer-{self.name}-{n}", daemon=True)
             thread.start()
@@ -303,7 +310,8 @@ class Scheduler:
             "queued_texts": queued,
             "queued_requests": requests,
             "arriving_texts_estimated": arriving,
-            "compute_slots": compute_slots().describe(),
+            "runs_on_free_cpus": self.settings.runs_on_free_cpus,
+            "compute_slots": (self._slots or compute_slots()).describe(),
             **self.counters,
         }
 
@@ -416,7 +424,7 @@ class Scheduler:
                     self._work_ready.wait()
                 if self._stopped:
                     return
-            with slots.hold():  # taken before the batch is chosen: the freshest turn and deadlines
+            with slots.hold() as slot:  # taken before the batch is chosen: the freshest turn and deadlines
                 with self._lock:
                     late = [r for r in self._queue.expired_requests(time.monotonic()) if not r.done]
                     for request in late:
@@ -424,18 +432,28 @@ class Scheduler:
                     batch = self._queue.next_batch(
                         self.batch_size, self.settings.max_batch_tokens, self.settings.batches_across_requests
                     )
+                    nothing_left = not len(self._queue)
                 if batch:
                     now = time.monotonic()
                     self.hooks.started(sum(now - r.enqueued_at for r, _ in batch) / len(batch), len(batch))
                 for request in late:
                     request.resolve(deadline_exceeded(self.name, request.timeout_seconds, len(request.texts)))
-                if batch:
-                    self._run(batch)
+                if not batch:
+                    continue
+                # Alone (nothing queued behind it, no batch waiting for a CPU), a batch runs on every
+                # CPU: a lone request's latency halves on 2 CPUs. Under load each runs on one.
+                extra = slots.widen(slot) if nothing_left and self.settings.runs_on_free_cpus else []
+                try:
+                    self._run(batch, 1 + len(extra))
+                finally:
+                    slots.narrow(slot, extra)
 
-    def _run(self, batch: list[tuple[_Request, int]]) -> None:
+    def _run(self, batch: list[tuple[_Request, int]], threads: int = 1) -> None:
         started = time.perf_counter()
+        with self._lock:
+            self.counters["runs_on_all_cpus" if threads > 1 else "runs_on_one_cpu"] += 1
         try:
-            outputs, truncated = self.run_batch([request.texts[i] for request, i in batch])
+            outputs, truncated = self.run_batch([request.texts[i] for request, i in batch], threads)
         except Exception as exc:  # the batch's requests fail; the worker and other requests go on
             logger.exception("model %s: a batch of %d texts failed", self.name, len(batch))
             failed = {id(r): r for r, _ in batch}.values()
@@ -446,7 +464,8 @@ class Scheduler:
             for request in failed:
                 request.resolve(exc)
             return
-        self.observe_run(len(batch), time.perf_counter() - started)
+        # CPU time, not wall time, is what the queue bound divides among the slots.
+        self.observe_run(len(batch), (time.perf_counter() - started) * threads)
         finished = []
         rows = split_rows(outputs, truncated)
         with self._lock:
@@ -460,8 +479,9 @@ class Scheduler:
 
 
 def settings_for(config: ModelConfig, workers: int, batches_across_requests: bool) -> SchedulerSettings:
-    """A model's scheduler settings from predictor.yaml and its backend."""
+    """A model's scheduler settings from predictor.yaml, its backend and the environment."""
     return SchedulerSettings(
+        runs_on_free_cpus=server_environment().adaptive_threads == "auto",
         batch_size=config.batch_size,
         max_batch_tokens=config.max_batch_tokens or config.batch_size * DEFAULT_TOKENS_PER_TEXT,
         max_length=config.max_length,

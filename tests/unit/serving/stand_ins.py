@@ -39,7 +39,7 @@ class StandInPredictor(TextPredictor):
             raise RuntimeError("stand-in warm-up failure")
         super()._warm_up()
 
-    def run_batch(self, texts, timer=None) -> BatchRun:
+    def run_batch(self, texts, timer=None, threads=1) -> BatchRun:
         probabilities = np.array([[len(t) % 2, 1 - len(t) % 2] for t in texts], dtype=np.float32)
         outputs = {"label": np.array(texts, dtype=object), "score": np.array([len(t) for t in texts], np.float32),
                    "probabilities": probabilities}

@@ -21,7 +21,7 @@ def stand_in_predictor(tmp_path, batch_size=3):
     predictor = TextPredictor(load_model_config(write_folder(tmp_path / "m", predictor_yaml=f"batch_size: {batch_size}\n")))
     seen: list[tuple[list[str], str]] = []
 
-    def echo_batch(texts, timer=None):  # a stand-in for the tokenizer, backend and head
+    def echo_batch(texts, timer=None, threads=1):  # a stand-in for the tokenizer, backend and head
         seen.append((texts, threading.current_thread().name))
         outputs = {"label": np.array(texts, dtype=object), "score": np.array([len(t) for t in texts], np.float32),
                    "probabilities": np.array([[len(t), 0.0] for t in texts], np.float32)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 
@@ -18,11 +17,12 @@ def test_a_pinned_holder_runs_only_on_its_slots_cpu_and_keeps_the_rest_of_the_pr
     cpus = CPUS[:2]
     slots = ComputeSlots(len(cpus), cpus, "test")
     seen: dict[int, set[int]] = {}
+    both_holding = threading.Barrier(len(cpus), timeout=30)
 
     def hold() -> None:
         with slots.hold() as index:
             seen[index] = os.sched_getaffinity(0)
-            time.sleep(0.05)
+            both_holding.wait()  # each slot held at once, so each thread has its own
 
     threads = [threading.Thread(target=hold) for _ in cpus]
     for thread in threads:
@@ -37,13 +37,14 @@ def test_a_pinned_holder_runs_only_on_its_slots_cpu_and_keeps_the_rest_of_the_pr
 def test_never_more_holders_than_slots_and_a_waiter_gets_the_released_slot():
     slots = ComputeSlots(2)  # unpinned
     holding, most, lock = [0], [0], threading.Lock()
+    pair = threading.Barrier(2, timeout=30)  # holders leave two at a time, so two always hold at once
 
     def hold() -> None:
         with slots.hold():
             with lock:
                 holding[0] += 1
                 most[0] = max(most[0], holding[0])
-            time.sleep(0.01)
+            pair.wait()
             with lock:
                 holding[0] -= 1
 

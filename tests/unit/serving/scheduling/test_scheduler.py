@@ -16,7 +16,7 @@ from predictors.serving.scheduling.admission import request_timeout_seconds
 from predictors.serving.errors import DeadlineExceeded, QueueFull
 from predictors.serving.scheduling import scheduler as scheduler_module
 from predictors.serving.scheduling.chunking import chunk_plan, reassemble, run_chunks
-from predictors.serving.scheduling.door import DOOR_TICKET, DoorTicket
+from predictors.serving.scheduling.compute_slots import ComputeSlots
 from predictors.serving.scheduling.scheduler import Scheduler, SchedulerSettings, assemble, estimate_tokens
 
 
@@ -27,26 +27,37 @@ class StandInRunner:
         self.seconds_per_text = seconds_per_text
         self.gate = gate
         self.batches: list[list[str]] = []
+        self.started: list[list[str]] = []  # batches taken, recorded before the gate
+        self.threads: list[int] = []  # intra-op threads each batch ran on
+        self.threads_now = 0
+        self.most_threads_at_once = 0
         self.lock = threading.Lock()
 
-    def __call__(self, texts: list[str]):
+    def __call__(self, texts: list[str], threads: int = 1):
+        with self.lock:
+            self.started.append(list(texts))
+            self.threads.append(threads)
+            self.threads_now += threads
+            self.most_threads_at_once = max(self.most_threads_at_once, self.threads_now)
         if self.gate is not None:
-            self.gate.wait(5)
+            self.gate.wait(30)
         time.sleep(self.seconds_per_text * len(texts))
         with self.lock:
             self.batches.append(list(texts))
+            self.threads_now -= threads
         return (
             {"label": np.array(texts, dtype=object), "score": np.array([len(t) for t in texts], np.float32)},
             [t.startswith("long") for t in texts],
         )
 
 
-def make_scheduler(runner, *, batch_size=4, max_batch_tokens=10_000, workers=1, across=True, max_queue_texts=None):
+def make_scheduler(runner, *, batch_size=4, max_batch_tokens=10_000, workers=1, across=True, max_queue_texts=None,
+                   slots: ComputeSlots | None = None, runs_on_free_cpus=True):
     settings = SchedulerSettings(
         batch_size=batch_size, max_batch_tokens=max_batch_tokens, max_length=512, workers=workers,
-        batches_across_requests=across, max_queue_texts=max_queue_texts,
+        batches_across_requests=across, max_queue_texts=max_queue_texts, runs_on_free_cpus=runs_on_free_cpus,
     )
-    scheduler = Scheduler("stand-in", runner, settings)
+    scheduler = Scheduler("stand-in", runner, settings, compute_slots_override=slots)
     scheduler.start()
     return scheduler
 
@@ -59,10 +70,22 @@ def held_scheduler(**settings):
     return gate, runner, make_scheduler(runner, **settings)
 
 
-async def occupy(scheduler: Scheduler) -> asyncio.Task:
-    """Submit one text and give the worker time to take it (it then waits at the gate)."""
+async def until(condition, timeout: float = 30.0) -> None:
+    """Poll `condition` on the event loop until it holds (a generous deadline: these cores are noisy)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def queued(scheduler: Scheduler) -> int:
+    return scheduler.describe()["queued_texts"]
+
+
+async def occupy(scheduler: Scheduler, runner: StandInRunner) -> asyncio.Task:
+    """Submit one text and wait until the worker has taken it (it then waits at the gate)."""
     busy = asyncio.create_task(scheduler.submit(["busy"]))
-    await asyncio.sleep(0.02)
+    await until(lambda: ["busy"] in runner.started)
     return busy
 
 
@@ -118,7 +141,7 @@ def test_one_text_request_is_not_stuck_behind_a_large_one():
 
     async def main():
         large = asyncio.create_task(timed("large", texts_of("large", 400)))  # ~0.8 s of work
-        await asyncio.sleep(0.05)
+        await until(lambda: runner.started)  # the large request's work has begun
         await timed("small", ["one text"])
         await large
 
@@ -154,10 +177,9 @@ def test_other_requests_texts_join_a_batch_only_while_padding_stays_low():
     lengths = [200, 204, 196, 40, 208, 400, 192]  # characters: ~52, 53, 51, 12, 54, 102, 50 tokens
 
     async def main():
-        busy = asyncio.create_task(scheduler.submit(["busy"]))
-        await asyncio.sleep(0.02)
+        busy = await occupy(scheduler, runner)
         singles = [asyncio.create_task(scheduler.submit(["w" * n])) for n in lengths]
-        await asyncio.sleep(0.02)
+        await until(lambda: queued(scheduler) == len(lengths))
         gate.set()
         await asyncio.gather(busy, *singles)
 
@@ -179,11 +201,9 @@ def test_a_request_over_the_queue_bound_is_refused_at_once():
 
     async def main():
         first = asyncio.create_task(scheduler.submit(texts_of("a", 9)))
-        await asyncio.sleep(0.05)  # one text started (blocked on the gate), 8 queued
-        started = time.monotonic()
-        with pytest.raises(QueueFull) as refused:
-            await scheduler.submit(texts_of("b", 3))
-        assert time.monotonic() - started < 0.05
+        await until(lambda: queued(scheduler) == 8)  # one text started (blocked on the gate), 8 queued
+        with pytest.raises(QueueFull) as refused:  # at once: the gate is closed, nothing queued can finish
+            await asyncio.wait_for(scheduler.submit(texts_of("b", 3)), timeout=10)
         assert "max_queue_texts" in refused.value.message and refused.value.retry_after_seconds >= 4
         assert refused.value.headers()["Retry-After"] == str(round(refused.value.retry_after_seconds))
         fits = asyncio.create_task(scheduler.submit(texts_of("c", 2)))
@@ -199,18 +219,17 @@ def test_work_not_started_by_the_deadline_is_dropped():
     gate, runner, scheduler = held_scheduler(batch_size=1)
 
     async def main():
-        busy = await occupy(scheduler)
+        busy = await occupy(scheduler, runner)
         started = time.monotonic()
-        with pytest.raises(DeadlineExceeded) as late:
+        with pytest.raises(DeadlineExceeded) as late:  # while the gate is closed: it did not wait for the work
             await scheduler.submit(texts_of("late", 5), timeout_seconds=0.1)
-        assert 0.09 < time.monotonic() - started < 0.5
+        assert time.monotonic() - started >= 0.09  # not before its deadline (timer resolution aside)
         assert "100 ms" in late.value.message
         gate.set()
         await busy
 
     asyncio.run(main())
-    time.sleep(0.05)
-    scheduler.stop()
+    scheduler.stop()  # joins the workers: every batch they took has finished
     assert not any(t.startswith("late") for batch in runner.batches for t in batch)
     assert scheduler.counters["deadline_exceeded"] == 1 and scheduler.counters["texts_dropped"] == 5
 
@@ -221,12 +240,15 @@ def test_work_a_worker_finds_past_its_deadline_names_the_deadline():
     gate, runner, scheduler = held_scheduler(batch_size=1)
 
     async def main():
-        busy = await occupy(scheduler)
+        busy = await occupy(scheduler, runner)
         late = asyncio.create_task(scheduler.submit(texts_of("late", 3), timeout_seconds=0.1))
-        await asyncio.sleep(0)  # queued
-        time.sleep(0.2)  # the loop is blocked past the deadline ...
+        await until(lambda: queued(scheduler) == 3)
+        time.sleep(0.2)  # the event loop is kept busy past the deadline (the point of this test) ...
         gate.set()
-        time.sleep(0.2)  # ... while the worker finishes "busy" and drops the late request
+        deadline = time.monotonic() + 30
+        while scheduler.counters["deadline_exceeded"] == 0:  # ... until the worker has dropped the late request
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
         with pytest.raises(DeadlineExceeded) as dropped:
             await late
         assert "100 ms deadline" in dropped.value.message
@@ -241,9 +263,9 @@ def test_cancelling_the_caller_drops_its_queued_work():
     gate, runner, scheduler = held_scheduler(batch_size=1)
 
     async def main():
-        busy = await occupy(scheduler)
+        busy = await occupy(scheduler, runner)
         gone = asyncio.create_task(scheduler.submit(texts_of("gone", 20)))
-        await asyncio.sleep(0.05)
+        await until(lambda: queued(scheduler) == 20)
         gone.cancel()  # what the server does when the client disconnects
         with pytest.raises(asyncio.CancelledError):
             await gone
@@ -252,7 +274,6 @@ def test_cancelling_the_caller_drops_its_queued_work():
         await busy
 
     asyncio.run(main())
-    time.sleep(0.05)
     scheduler.stop()
     assert not any(t.startswith("gone") for batch in runner.batches for t in batch)
     assert scheduler.counters["cancelled"] == 1
@@ -261,11 +282,11 @@ def test_cancelling_the_caller_drops_its_queued_work():
 def test_a_failing_batch_fails_its_requests_and_the_workers_go_on():
     calls = []
 
-    def runner(texts):
+    def runner(texts, threads=1):
         calls.append(texts)
         if any("bad" in t for t in texts):
             raise RuntimeError("backend broke")
-        return StandInRunner()(texts)
+        return StandInRunner()(texts, threads)
 
     scheduler = make_scheduler(runner, batch_size=1, across=False)
 
@@ -299,70 +320,13 @@ def test_a_request_that_cannot_start_within_its_deadline_is_refused_at_once():
 
     async def main():
         ahead = asyncio.create_task(scheduler.submit(texts_of("ahead", 30)))
-        await asyncio.sleep(0.05)
+        await until(lambda: queued(scheduler) == 29)
         with pytest.raises(QueueFull) as refused:  # ~3 s of work ahead, 1 s deadline
             await scheduler.submit(texts_of("late", 20), timeout_seconds=1.0)
         assert "deadline" in refused.value.message and "timeout_ms" in refused.value.message
         small = asyncio.create_task(scheduler.submit(["one"], timeout_seconds=1.0))  # its turn comes next
         gate.set()
         assert len(await small) == 1 and len(await ahead) == 30
-
-    asyncio.run(main())
-    scheduler.stop()
-
-
-def test_a_full_queue_refuses_before_the_body_is_read():
-    gate = threading.Event()
-    scheduler = make_scheduler(StandInRunner(gate=gate), batch_size=1, max_queue_texts=5)
-
-    async def main():
-        ticket = scheduler.door.admit(None)
-        assert isinstance(ticket, DoorTicket)
-        ticket.release()
-        busy = asyncio.create_task(scheduler.submit(texts_of("a", 8)))
-        await asyncio.sleep(0.05)  # 7 queued, over the bound of 5
-        refusal = scheduler.door.admit(None)
-        assert isinstance(refusal, QueueFull) and "max_queue_texts" in refusal.message
-        gate.set()
-        await busy
-        assert isinstance(scheduler.door.admit(None), DoorTicket)
-
-    asyncio.run(main())
-    scheduler.stop()
-
-
-def test_requests_let_in_but_not_yet_queued_count_against_the_bound():
-    """A burst whose headers all arrive before any body: the queue is empty each time, but the
-    requests already let in hold their estimated texts, so the rest are refused at the door."""
-    scheduler = make_scheduler(StandInRunner(), batch_size=1, max_queue_texts=100)
-    scheduler.door.body_bytes_per_text = 100.0
-    let_in = []
-    for _ in range(10):
-        admission = scheduler.door.admit(3_000)  # about 30 texts each
-        if not isinstance(admission, DoorTicket):
-            assert isinstance(admission, QueueFull) and "arriving" in admission.message
-            break
-        let_in.append(admission)
-    assert len(let_in) == 3  # 90 texts held; a fourth would make 120 of 100
-    assert scheduler.describe()["arriving_texts_estimated"] == 90
-    for ticket in let_in:
-        ticket.release()
-        ticket.release()  # once only
-    assert scheduler.describe()["arriving_texts_estimated"] == 0
-    assert isinstance(scheduler.door.admit(50_000), DoorTicket)  # nothing ahead: never refused
-    scheduler.stop()
-
-
-def test_a_request_that_arrives_gives_up_its_estimate_and_teaches_the_body_size():
-    scheduler = make_scheduler(StandInRunner(), batch_size=1, max_queue_texts=100)
-    before = scheduler.door.body_bytes_per_text
-
-    async def main():
-        ticket = scheduler.door.admit(64_000)
-        DOOR_TICKET.set(ticket)
-        scheduler.arrived(1_000)  # 64 bytes per text, not the default guess
-        assert ticket.released and scheduler.describe()["arriving_texts_estimated"] == 0
-        assert scheduler.door.body_bytes_per_text == pytest.approx(0.8 * before + 0.2 * 64)
 
     asyncio.run(main())
     scheduler.stop()
@@ -376,7 +340,60 @@ def test_a_bad_pinning_setting_fails_the_start_not_the_worker_threads(monkeypatc
     monkeypatch.setenv("PREDICTORS_PIN_CPUS", "sometimes")
     settings = SchedulerSettings(batch_size=4, max_batch_tokens=10_000, max_length=512, workers=1,
                                  batches_across_requests=True, max_queue_texts=None)
-    scheduler = Scheduler("stand-in", lambda texts: ({}, []), settings)
+    scheduler = Scheduler("stand-in", lambda texts, threads: ({}, []), settings)
     with pytest.raises(EnvironmentSettingError, match="PREDICTORS_PIN_CPUS"):
         scheduler.start()
     assert not scheduler._threads
+
+
+# ---- runs on every free CPU ---------------------------------------------------------------------
+def test_a_lone_request_runs_on_every_cpu_and_a_full_queue_on_one_each():
+    slots = ComputeSlots(2)  # two CPUs, whatever this machine has
+    gate = threading.Event()
+    runner = StandInRunner(gate=gate)
+    scheduler = make_scheduler(runner, batch_size=1, workers=2, across=False, slots=slots)
+
+    async def main():
+        await scheduler.submit(["alone"])  # nothing queued behind it: both CPUs
+        assert runner.threads == [2]
+        gate.clear()
+        many = asyncio.create_task(scheduler.submit(texts_of("many", 12)))
+        await until(lambda: len(runner.started) == 3)  # two workers hold a text each at the gate
+        assert runner.threads[1:] == [1, 1]
+        gate.set()
+        await many
+
+    gate.set()
+    asyncio.run(main())
+    scheduler.stop()
+    queue_runs = runner.threads[1:]
+    assert queue_runs.count(1) >= 10  # while texts were queued, one thread per run
+    assert runner.most_threads_at_once <= 2  # never more threads than CPUs
+    assert scheduler.counters["runs_on_all_cpus"] == runner.threads.count(2)
+    assert scheduler.describe()["compute_slots"]["threads_per_run_now"] == []
+
+
+def test_never_more_threads_than_cpus_under_a_mixed_load():
+    slots = ComputeSlots(2)
+    runner = StandInRunner(seconds_per_text=0.001)
+    schedulers = [make_scheduler(runner, batch_size=2, workers=2, slots=slots) for _ in range(2)]  # two models
+
+    async def client(scheduler, name, count):
+        for n in range(count):
+            await scheduler.submit(texts_of(f"{name}{n}", 1 + n % 3))
+
+    async def main():
+        await asyncio.gather(*(client(s, f"m{i}c{c}", 15) for i, s in enumerate(schedulers) for c in range(3)))
+
+    asyncio.run(main())
+    for scheduler in schedulers:
+        scheduler.stop()
+    assert runner.most_threads_at_once <= 2 and set(runner.threads) <= {1, 2}
+
+
+def test_runs_stay_on_one_cpu_when_turned_off():
+    runner = StandInRunner()
+    scheduler = make_scheduler(runner, batch_size=1, workers=2, slots=ComputeSlots(2), runs_on_free_cpus=False)
+    asyncio.run(scheduler.submit(["alone"]))
+    scheduler.stop()
+    assert runner.threads == [1] and scheduler.counters["runs_on_all_cpus"] == 0
