@@ -43,6 +43,10 @@ logger = logging.getLogger("predictors.export")
 BENCH_TEXTS = 48
 
 
+#: Told of each gate run: (the file name it is installed as, the sample texts, the outputs on them, as served).
+GateRunCallback = Callable[[str, Sequence[str], dict[str, Any]], None]
+
+
 class ExportError(RuntimeError):
     """A folder that cannot be exported (no HF weights, unknown task...); the message says why."""
 
@@ -88,10 +92,12 @@ class _Export:
     """The state the steps share: the folder's config, the sample, the torch reference and the
     loaded runners (closed, and torch's thread count restored, by `close`)."""
 
-    def __init__(self, config: ModelConfig, sample: Sample, workers: int, thresholds: Thresholds) -> None:
+    def __init__(self, config: ModelConfig, sample: Sample, workers: int, thresholds: Thresholds,
+                 on_gate_run: GateRunCallback | None = None) -> None:
         import torch  # the HF backend sets 1 thread (as served); restored for the caller by close()
 
         self.config, self.sample, self.workers, self.thresholds = config, sample, workers, thresholds
+        self.on_gate_run = on_gate_run
         self.runners: list[Runner] = []
         self.reference: Run | None = None
         self.hf: Runner | None = None
@@ -118,6 +124,8 @@ class _Export:
         """Run `path` over the sample and hold it to the `precision` gate against the reference."""
         runner = self.runner(OnnxBackend.name, path)
         run = runner.run(self.sample.texts, workers=self.workers, progress=f"{precision} {path.name}")
+        if self.on_gate_run is not None:
+            self.on_gate_run(name, self.sample.texts, run.outputs)
         figures = compare(self.config.task, self.reference, run, self.sample.labels, self.sample.texts)
         return check_gate(name, precision, self.config.task, figures, self.thresholds), runner, run
 
@@ -278,12 +286,14 @@ def export_model(
     ladder: Sequence[quantize.QuantConfig] | None = None,
     log: Callable[[str], None] | None = None,
     overrides: dict[str, Any] | None = None,
+    on_gate_run: GateRunCallback | None = None,
 ) -> dict[str, Any]:
     """Export `model_dir` to model.onnx (fp32) and model.int8.onnx, each behind its accuracy gate.
 
     `overrides` replaces fields of the folder's ModelConfig (name, max_length, batch_size...): the
     build exports in a scratch folder that lacks the repository's predictor.yaml, yet the gate must
-    run the texts the way they will be served. `log` also receives each progress line.
+    run the texts the way they will be served. `log` also receives each progress line; `on_gate_run`
+    each candidate's outputs on the sample (the build's drift reference reuses the served file's).
 
     Returns the report (also written to export_report.json). A file that fails its gate is not
     installed and, once the report is written, `GateFailed` is raised naming each failed gate. With
@@ -300,7 +310,7 @@ def export_model(
         sample = gate_sample(config, texts_file, max_texts or DEFAULT_MAX_TEXTS)
         logger.info("export %s: %s; %d labelled; chunks of %d, max_length %d, %d worker(s)", config.name,
                     sample.source, sample.labelled, config.batch_size, config.max_length, workers)
-        job = _Export(config, sample, workers, thresholds)
+        job = _Export(config, sample, workers, thresholds, on_gate_run)
         work_dir = Path(tempfile.mkdtemp(dir=config.path, prefix=".export-"))
         try:
             fp32_path = job.export_fp32(work_dir)

@@ -12,6 +12,7 @@ import time
 import urllib.request
 
 import numpy as np
+import redis as redis_client
 import pytest
 
 from predictors.serving.scheduling.cache import CacheIdentity, RedisCache
@@ -82,20 +83,21 @@ def test_entries_are_shared_and_keyed_by_version(redis_server):
 def test_redis_down_degrades_to_no_cache_with_a_warning(tmp_path, caplog):
     redis = RedisServer(free_port(), tmp_path / "redis.log")
     redis.start()
-    cache = RedisCache(CacheIdentity("m", "1", "e" * 64), redis.url, ttl_seconds=60, retry_seconds=0.3)
+    cache = RedisCache(CacheIdentity("m", "1", "e" * 64), redis.url, ttl_seconds=60, retry_seconds=2.0)
     cache.put_many([("kept", row("kept"))])
     assert cache.get_many(["kept"])[0] is not None
     redis.stop()
     with caplog.at_level(logging.WARNING, logger="kserve.predictors"):
-        started = time.monotonic()
         assert cache.get_many(["kept", "other"]) == [None, None]
         cache.put_many([("other", row("other"))])
         assert cache.get_many(["kept"]) == [None]  # within retry_seconds: not even tried
-        assert time.monotonic() - started < 2
     warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
-    assert len(warnings) == 1 and cache.stats()["available"] is False and cache.stats()["errors"] >= 1
+    assert len(warnings) == 1 and cache.stats()["available"] is False and cache.stats()["errors"] == 1
     redis.start()  # the same port again: the cache comes back after retry_seconds
-    time.sleep(0.35)
+    deadline = time.monotonic() + 30
+    while not cache.stats()["available"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     cache.put_many([("back", row("back"))])
     assert cache.get_many(["back"])[0] is not None
     redis.stop()
@@ -123,7 +125,11 @@ def test_server_with_a_redis_cache_answers_repeats_from_it_and_survives_redis_go
         server.wait_ready()
         texts = ["Wonderful tea, fresh and fragrant.", "Stale crackers, never again."]
         first = post(texts)
-        time.sleep(0.2)  # stored in the background
+        stored = redis_client.Redis.from_url(redis_server.url)
+        deadline = time.monotonic() + 30
+        while len(list(stored.scan_iter(f"predictors:{MODEL}:*"))) < 2:  # stored in the background
+            assert time.monotonic() < deadline, "the answers never reached redis"
+            time.sleep(0.02)
         second = post([texts[1], "A new text about cocoa.", texts[0]])
         stats = cache_stats()
         assert stats["backend"] == "redis" and stats["hits"] >= 2

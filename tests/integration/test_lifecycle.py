@@ -79,15 +79,24 @@ def index(server: RunningServer) -> list[dict]:
     return rows
 
 
+def wait_until(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def test_swap_under_load_fails_no_request(ner_server: RunningServer) -> None:
-    """16 clients for 30 s while version 2 is copied in and loaded: every answer is 200, names the
-    version that answered, and each client sees the switch once (1...1 then 2...2)."""
+    """16 clients keep sending while version 2 is copied in and loaded: every answer is 200, names
+    the version that answered, and each client sees the switch once (1...1 then 2...2). Each client
+    stops after three answers from version 2."""
     seen: dict[int, list[str]] = collections.defaultdict(list)
     failures: list[str] = []
-    stop = time.monotonic() + 30
+    switched = threading.Event()
+    give_up = time.monotonic() + 300
 
     def client(number: int) -> None:
-        while time.monotonic() < stop:
+        while not (switched.is_set() and seen[number].count("2") >= 3) and time.monotonic() < give_up:
             status, body = post(f"{ner_server.url}/v2/models/ner/infer", infer_body([TEXT]))
             if status != 200:
                 failures.append(f"{status} {body}")
@@ -100,9 +109,10 @@ def test_swap_under_load_fails_no_request(ner_server: RunningServer) -> None:
     threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
-    time.sleep(5)
+    wait_until(lambda: all(len(seen[i]) >= 3 for i in range(16)))  # every client is answered by version 1
     copy_version(ner_server.models, 2)
     status, body = post(f"{ner_server.url}/v2/repository/models/ner/load")
+    switched.set()
     for thread in threads:
         thread.join()
     assert status == 200 and body["default"] == "2", body
@@ -176,10 +186,11 @@ def test_unload_refuses_with_503_drains_frees_and_load_brings_it_back(ner_server
         status, body = post(f"{ner_server.url}/v2/models/ner/infer", infer_body([TEXT * 8] * 12))
         results.append((status, body.get("error", "")))
 
+    accepted = get(f"{ner_server.url}/v2/models/ner/config")[1]["scheduler"]["accepted"]
     threads = [threading.Thread(target=long_request) for _ in range(3)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: get(f"{ner_server.url}/v2/models/ner/config")[1]["scheduler"]["accepted"] >= accepted + 1)
     rss_before = process.memory_info().rss
     status, body = post(f"{ner_server.url}/v2/repository/models/ner/unload")
     for thread in threads:

@@ -183,13 +183,16 @@ def test_prometheus_holds_every_metric_and_every_query_returns_data(server, prom
         assert time.monotonic() < deadline, "prometheus never scraped the server"
         time.sleep(0.5)
     mixed_load(server)  # traffic between scrapes, so rates are not all zero
-    time.sleep(3)
-    for name in EVERY_MODEL_METRICS + list(TASK_METRICS):
-        models = {r["metric"]["model"] for r in query(prometheus, name)}
-        assert TASK_METRICS.get(name, set(DEMO_MODELS)) <= models, f"{name}: prometheus has {sorted(models)}"
+
+    def missing_metrics() -> list[str]:
+        return [name for name in EVERY_MODEL_METRICS + list(TASK_METRICS)
+                if not TASK_METRICS.get(name, set(DEMO_MODELS)) <= {r["metric"]["model"] for r in query(prometheus, name)}]
+
     expressions = [monitoring.expand(e, rate_interval="1m") for group in monitoring.QUERIES.values() for e in group]
     expressions += [alert.signal for alert in monitoring.alerts(configs)]
     expressions += readme_queries()
     assert len(readme_queries()) >= 3
-    empty = [e for e in expressions if not query(prometheus, e)]
-    assert empty == [], f"no data for {len(empty)} of {len(expressions)} expressions"
+    deadline = time.monotonic() + 60  # until a scrape after the traffic (and a second one, for rates) is in
+    while (missing := missing_metrics()) or (empty := [e for e in expressions if not query(prometheus, e)]):
+        assert time.monotonic() < deadline, f"metrics missing: {missing}; no data for {len(empty)} of {len(expressions)}: {empty}"
+        time.sleep(0.5)

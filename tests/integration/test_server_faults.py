@@ -20,6 +20,13 @@ from tests.conftest import MODELS_DIR, RunningServer, http_status, start_server
 from tests.integration.test_lifecycle import TEXT, get, infer_body, post
 
 
+def wait_until(condition, timeout: float = 60.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)
+
+
 @pytest.fixture(scope="module")
 def mixed_server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
     """pii-ner beside a copy whose weights are truncated: the broken one must not hold the healthy one hostage."""
@@ -119,32 +126,35 @@ def test_every_error_is_json(mixed_server: RunningServer, method: str, path: str
 
 
 def test_slow_headers_and_short_bodies_are_cut_off(mixed_server: RunningServer) -> None:
-    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=10) as sock:
+    """With 2 s limits (the fixture's environment) the server closes both connections itself; the
+    socket's generous timeout only bounds a server that never would (recv would raise)."""
+    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=60) as sock:
         sock.sendall(b"POST /v2/models/ner/infer HTTP/1.1\r\nHost: x\r\n")  # headers never finished
-        started = time.monotonic()
         reply = sock.recv(65536)  # the server closes the connection (with a 408 once a request has begun)
-        assert time.monotonic() - started < 8 and (reply == b"" or b" 408 " in reply.split(b"\r\n")[0])
-    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=10) as sock:
+        assert reply == b"" or b" 408 " in reply.split(b"\r\n")[0]
+    with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=60) as sock:
         sock.sendall(b"POST /v2/models/ner/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 1000\r\n\r\n{\"inputs\": [")  # shorter than its Content-Length
-        started = time.monotonic()
         reply = b""
         while chunk := sock.recv(65536):  # the server answers, then closes
             reply += chunk
-        assert time.monotonic() - started < 8
     assert b" 408 " in reply.split(b"\r\n")[0] and b'"error"' in reply
     assert post(f"{mixed_server.url}/v2/models/ner/infer", infer_body([TEXT]))[0] == 200
 
 
 def test_a_client_that_hangs_up_has_its_work_cancelled(mixed_server: RunningServer) -> None:
     body = json.dumps(infer_body([TEXT * 10] * 64)).encode()
+
+    def scheduler() -> dict:
+        return get(f"{mixed_server.url}/v2/models/ner/config")[1]["scheduler"]
+
+    cancelled = scheduler()["cancelled"]
     with socket.create_connection(("127.0.0.1", mixed_server.http_port), timeout=10) as sock:
         sock.sendall(b"POST /v2/models/ner/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        time.sleep(0.3)
-    started = time.monotonic()
-    assert post(f"{mixed_server.url}/v2/models/ner/infer", infer_body([TEXT]))[0] == 200
-    print(f"one-text request after a hang-up: {time.monotonic() - started:.3f}s")
+        wait_until(lambda: scheduler()["queued_texts"] > 0)
+    wait_until(lambda: (state := scheduler())["cancelled"] > cancelled and state["queued_texts"] == 0)
+    assert post(f"{mixed_server.url}/v2/models/ner/infer", infer_body([TEXT]))[0] == 200  # nothing left to wait for
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and "hung up" not in mixed_server.log.read_text():
         time.sleep(0.2)
@@ -162,16 +172,15 @@ def test_sigterm_answers_the_accepted_requests(tmp_path: Path) -> None:
         results.append(post(f"{server.url}/v2/models/ner/infer", infer_body([TEXT * 6] * 8), timeout=60)[0])
 
     threads = [threading.Thread(target=request) for _ in range(4)]
+    before = get(f"{server.url}/v2/models/ner/config")[1]["scheduler"]["accepted"]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
-    started = time.monotonic()
+    wait_until(lambda: get(f"{server.url}/v2/models/ner/config")[1]["scheduler"]["accepted"] >= before + 4)
     server.process.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join()
-    server.process.wait(timeout=60)
+    server.process.wait(timeout=60)  # the drain (40 s at most) ends with the accepted requests
     assert results == [200] * 4, results
-    assert time.monotonic() - started < 45
 
 
 def _keep_alive_exchange(server: RunningServer, requests: list[tuple[str, str, bytes, dict[str, str]]]) -> list[tuple[int, bytes]]:

@@ -33,6 +33,8 @@ from .train import fine_tune, training_precision
 log = logging.getLogger("build")
 
 TRAIN_INFO_FILE = "train_info.json"
+#: Installed file name -> (texts, outputs) of its export gate run, as served.
+GateOutputs = dict[str, tuple[list[str], dict[str, Any]]]
 
 
 def ort_session(path: Path) -> Any:
@@ -220,10 +222,11 @@ def export_phase(message: str, current: str) -> str:
     return current
 
 
-def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> None:
+def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> GateOutputs:
     """model.onnx (fp32) and model.int8.onnx, each installed only if it passes its accuracy gate against
     torch, plus export_report.json; each phase is a step of the summary table and of the build status.
-    (The export logs its own lines and shows its own progress bars.)"""
+    (The export logs its own lines and shows its own progress bars.) Returns each installed file's
+    gate run on the sample: the texts and the outputs, as served."""
     from predictors.export import GateFailed, export_model
 
     from .recipes import served_settings
@@ -238,16 +241,23 @@ def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> None:
             phase.update(name=following, start=now)
         progress.status(phase["name"])
 
+    runs: GateOutputs = {}
+
+    def on_gate_run(name: str, texts: Any, outputs: dict[str, Any]) -> None:
+        runs[name] = (list(texts), outputs)  # the ladder's last int8 run is the one installed, if any
+
     progress.status(phase["name"], force=True)
     try:
         # No throughput measurement: a folder does not need it, and it costs ~25 s of a cold build
         # (benchmarks/onnx_throughput.py measures it).
-        export_model(folder, log=on_message, overrides=served_settings(spec.name), benchmark=False)
+        export_model(folder, log=on_message, overrides=served_settings(spec.name), benchmark=False,
+                     on_gate_run=on_gate_run)
     except GateFailed as exc:
         if any(result.precision == "fp32" for result in exc.results):
             raise BuildError(str(exc)) from exc
         log.warning("[%s] %s; the folder is served from model.onnx (fp32)", spec.name, exc)
     progress.times.append(StepTime(spec.name, phase["name"], time.monotonic() - phase["start"]))
+    return runs
 
 
 def build_folder(spec: ModelSpec, sources: Sources, cache_root: Path, out: Path, progress: ModelProgress,
@@ -259,8 +269,9 @@ def build_folder(spec: ModelSpec, sources: Sources, cache_root: Path, out: Path,
     else:
         with progress.step("download"):
             info = (assemble_pii_ner if spec.name == "pii-ner" else assemble_sentence_embedding)(sources, out)
+    gate_outputs: GateOutputs = {}
     if spec.export:
-        export(spec, out, progress)
+        gate_outputs = export(spec, out, progress)
         info["sha256"]["model.onnx"] = file_sha256(out / "model.onnx")
     if spec.fine_tuned:
         accuracy = served_torch_accuracy(out)
@@ -273,11 +284,11 @@ def build_folder(spec: ModelSpec, sources: Sources, cache_root: Path, out: Path,
             record.note = checks[spec.name](out)
         log.info("[%s] check: %s", spec.name, record.note)
     with progress.step("drift reference") as record:
-        record.note = drift_reference(spec, out)
+        record.note = drift_reference(spec, out, gate_outputs)
     return info
 
 
-def drift_reference(spec: ModelSpec, out: Path) -> str:
+def drift_reference(spec: ModelSpec, out: Path, gate_outputs: GateOutputs) -> str:
     """drift_reference.json: the folder's reference texts run through the model as it is served.
 
     The repository's predictor.yaml (how the folder is served) is in place only while it runs: the
@@ -290,7 +301,7 @@ def drift_reference(spec: ModelSpec, out: Path) -> str:
     if settings.is_file():
         shutil.copyfile(settings, out / PREDICTOR_FILE)
     try:
-        path = write_reference(out)
+        path = write_reference(out, gate_outputs)
     finally:
         (out / PREDICTOR_FILE).unlink(missing_ok=True)
     return json.loads(path.read_text()).get("source", path.name)

@@ -464,8 +464,8 @@ class Scheduler:
             for request in failed:
                 request.resolve(exc)
             return
-        # CPU time, not wall time, is what the queue bound divides among the slots.
-        self.observe_run(len(batch), (time.perf_counter() - started) * threads)
+        if threads == 1:  # the queue bound is for a full queue, where every run has one thread
+            self.observe_run(len(batch), time.perf_counter() - started)
         finished = []
         rows = split_rows(outputs, truncated)
         with self._lock:

@@ -146,10 +146,12 @@ def build_app(repository: PredictorRepository, dataplane: HonestDataPlane, optio
         logging.getLogger("uvicorn.access").handlers = []
         app.add_middleware(AccessLoggerMiddleware, format=options.access_log_format)
         logging.getLogger("access").propagate = False
-    app.add_middleware(ErrorBoundary)  # innermost: no exception reaches uvicorn (it would drop the connection)
-    app.add_middleware(V2JsonInference, dataplane=dataplane)  # the body is read and checked by now
+    app.add_middleware(V2JsonInference, dataplane=dataplane)  # innermost: the body is read and checked by now
     app.add_middleware(BodyLimit, models=repository)
     app.add_middleware(ConnectionGuard, repository=repository, body_timeout=environment.body_timeout)
+    # Every exception from here in (a body timeout, a bug) is answered here and goes no further:
+    # uvicorn drops the client's kept-alive connection after any exception that reaches it.
+    app.add_middleware(ErrorBoundary)
     # Outermost, so that the guard's early answers (429 before the body, 408) carry a request id and
     # are counted in the metrics too.
     app.add_middleware(RequestIdMiddleware)

@@ -356,6 +356,7 @@ def test_a_lone_request_runs_on_every_cpu_and_a_full_queue_on_one_each():
     async def main():
         await scheduler.submit(["alone"])  # nothing queued behind it: both CPUs
         assert runner.threads == [2]
+        assert scheduler.seconds_per_text is None  # a run on every CPU says nothing of the full-queue rate
         gate.clear()
         many = asyncio.create_task(scheduler.submit(texts_of("many", 12)))
         await until(lambda: len(runner.started) == 3)  # two workers hold a text each at the gate
