@@ -21,7 +21,9 @@ serve: install
 	$(PY) -m predictors serve --models-dir $(MODELS_DIR) --watch 2 --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT)
 
 # Every test runs: a skip (a missing tool or input) fails `make test` (PREDICTORS_NO_SKIPS).
-test: models system-deps
+# The container images build in the background beside the demo models (tools/prepare_tests.sh).
+test: install system-deps
+	bash tools/prepare_tests.sh $(MODELS_DIR)
 	$(VENV)/bin/lint-imports
 	PREDICTORS_NO_SKIPS=1 $(PY) -m pytest $(PYTEST_ARGS)
 

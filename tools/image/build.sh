@@ -32,6 +32,12 @@ else
     exit 1
 fi
 
+# One build at a time: `make test` starts the builds in the background and the container tests run
+# this script again, which then waits here and finds the images up to date.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/build.lock"
+flock 9
+
 if [ -z "${PYTHON_IMAGE:-}" ] && [ "$engine" = podman ] && [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then
     PYTHON_IMAGE=$(bash "$here/base.sh")
 fi
