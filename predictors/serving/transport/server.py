@@ -47,6 +47,7 @@ from .error_handlers import REST_HANDLERS, ErrorBoundary
 from .fast_path import V2JsonInference
 from .grpc import PredictorServicer, grpc_server
 from .limits import BodyLimit
+from .openai_api import OpenAIErrorShape, register_openai_routes
 from .request_ids import RequestIdMiddleware
 from .routes import register_routes
 from ..seams import GuardedHttpProtocol, QuietSignalsServer
@@ -128,6 +129,7 @@ def build_app(repository: PredictorRepository, dataplane: HonestDataPlane, optio
         docs_url="/docs" if options.enable_docs_url else None, redoc_url=None, default_response_class=ORJSONResponse,
     )
     register_routes(app, repository, dataplane, is_stopping)
+    register_openai_routes(app, repository, dataplane)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
     register_v1_endpoints(app, dataplane, None)
     register_v2_endpoints(app, dataplane, None)
@@ -150,6 +152,7 @@ def build_app(repository: PredictorRepository, dataplane: HonestDataPlane, optio
     app.add_middleware(V2JsonInference, dataplane=dataplane)  # the body is read and checked by now
     app.add_middleware(BodyLimit, models=repository)
     app.add_middleware(ConnectionGuard, repository=repository, body_timeout=environment.body_timeout)
+    app.add_middleware(OpenAIErrorShape)  # outside the guards, so that their early answers are reshaped too
     # Outermost, so that the guard's early answers (429 before the body, 408) carry a request id and
     # are counted in the metrics too.
     app.add_middleware(RequestIdMiddleware)

@@ -17,7 +17,7 @@ from predictors.serving.errors import DeadlineExceeded, QueueFull
 from predictors.serving.scheduling import scheduler as scheduler_module
 from predictors.serving.scheduling.chunking import chunk_plan, reassemble, run_chunks
 from predictors.serving.scheduling.door import DOOR_TICKET, DoorTicket
-from predictors.serving.scheduling.scheduler import Scheduler, SchedulerSettings, assemble, estimate_tokens
+from predictors.serving.scheduling.scheduler import RanBatch, Scheduler, SchedulerSettings, assemble, estimate_tokens
 
 
 class StandInRunner:
@@ -35,9 +35,9 @@ class StandInRunner:
         time.sleep(self.seconds_per_text * len(texts))
         with self.lock:
             self.batches.append(list(texts))
-        return (
+        return RanBatch(
             {"label": np.array(texts, dtype=object), "score": np.array([len(t) for t in texts], np.float32)},
-            [t.startswith("long") for t in texts],
+            [t.startswith("long") for t in texts], [len(t.split()) + 2 for t in texts], {"backend": 0.001 * len(texts)},
         )
 
 
@@ -100,7 +100,8 @@ def test_scheduled_results_equal_the_direct_run():
 
     scheduled = assemble(asyncio.run(main()))
     plan = chunk_plan(texts, 3)  # as a request alone is chunked
-    direct = reassemble(len(texts), plan, run_chunks(lambda chunk: runner([texts[i] for i in chunk]), plan))
+    ran = run_chunks(lambda chunk: runner([texts[i] for i in chunk]), plan)
+    direct = reassemble(len(texts), plan, [(batch.outputs, batch.truncated) for batch in ran])
     scheduler.stop()
     assert list(scheduled[0]["label"]) == list(direct[0]["label"]) == texts
     np.testing.assert_array_equal(scheduled[0]["score"], direct[0]["score"])
