@@ -40,7 +40,7 @@ class ServerEnvironment(BaseSettings):
     prediction_log_sample: float = Field(0.0, ge=0, le=1, description="the share of requests logged, 0 to 1")
     prediction_log_path: str | None = Field(None, min_length=1, description="the JSON-lines file prediction logs go to")
     prediction_log_max_mb: float = Field(100.0, gt=0, description="MB a prediction log file grows to before it is rotated")
-    prediction_log_backups: int = Field(3, ge=0, description="rotated prediction log files kept")
+    prediction_log_backups: int = Field(3, ge=1, description="rotated prediction log files kept")
     # The key of the hash written instead of personal-data texts; without one, a random key per process.
     prediction_log_key: str | None = Field(None, min_length=16, description="a secret of at least 16 characters")
 
@@ -82,9 +82,10 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def server_environment() -> ServerEnvironment:
-    """The settings as the environment gives them now; raises EnvironmentSettingError naming the variable."""
+def server_environment(**flags: object) -> ServerEnvironment:
+    """The settings as the environment gives them now, with `flags` (command-line values, which take
+    precedence); raises EnvironmentSettingError naming the variable."""
     try:
-        return ServerEnvironment()
+        return ServerEnvironment(**flags)
     except ValidationError as exc:
         raise EnvironmentSettingError(_describe(exc)) from None

@@ -88,7 +88,7 @@ class PredictionLogSection(_Strict):
     sample: ShareOfRequests | None = None
     path: Text | None = None
     max_mb: PositiveNumber | None = None
-    backups: NonNegativeInt | None = None
+    backups: PositiveInt | None = None  # rotated files kept: path.1 ... path.<backups>
     # How each input text is written; by default a keyed hash where the inputs are personal data.
     inputs: Annotated[Literal[LOG_INPUT_CHOICES], Field(description="text, hash or none")] | None = None
 

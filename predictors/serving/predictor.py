@@ -30,6 +30,7 @@ from ..tasks import TokenBatch, head_for
 from . import codec, request_context
 from .errors import ModelUnavailable
 from .observability import metrics
+from .observability.prediction_log import PredictionLog
 from .scheduling import (
     DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, RanBatch, RequestRuns, ResponseCache, Scheduler, SchedulerHooks, assemble,
     build_cache, lookup_then_compute, request_timeout_seconds, settings_for,
@@ -102,6 +103,7 @@ class TextPredictor(kserve.Model):
         self._load_lock = threading.Lock()
         self.scheduler: Scheduler | None = None
         self.cache: ResponseCache | None = None
+        self.prediction_log: PredictionLog | None = None
         # Admission for this loaded version: False once it is being unloaded or replaced; requests
         # already inside (inflight) finish, new ones are refused with a 503 naming the reason.
         self.accepting = True
@@ -124,6 +126,7 @@ class TextPredictor(kserve.Model):
         started = time.monotonic()
         self._load_runtime()
         self.cache = build_cache(self.config, self.choice.weights, self.head.personal_data)
+        self.prediction_log = PredictionLog.for_model(self.config, self.head)
         self._warm_up()
         self.scheduler = self._scheduler()
         calibration = self.run_texts([WARMUP_TEXT * 5] * self.config.batch_size)
@@ -293,9 +296,15 @@ class TextPredictor(kserve.Model):
         self, result: Predictions, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
     ) -> InferResponse | dict[str, Any]:
         metrics.observe_predictions(self, result.outputs, len(result.truncated))
+        latency_ms = request_context.latency_ms()
+        if self.prediction_log is not None:
+            context = request_context.current()
+            self.prediction_log.offer(context.request_id if context else result.request.request_id,
+                                      context.protocol if context else None,
+                                      result.request.texts, result.outputs, result.truncated, latency_ms)
         return codec.encode_response(
             result.request, result.outputs, self.specs, self.name, self.config.version, result.truncated,
-            latency_ms=request_context.latency_ms(),
+            latency_ms=latency_ms,
         )
 
     # ---- running texts ---------------------------------------------------------------------

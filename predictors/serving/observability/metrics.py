@@ -70,6 +70,11 @@ PADDING = Histogram(
     "predictors_chunk_padding_ratio", "Share of a chunk's token slots that are padding.", MODEL_LABELS,
     buckets=RATIO_BUCKETS,
 )
+PREDICTION_LOG_LINES = Counter(
+    "predictors_prediction_log_lines",
+    "Sampled requests' prediction log lines: written, dropped (the writer's queue was full) or failed (the write failed).",
+    [*MODEL_LABELS, "outcome"],
+)
 IN_FLIGHT = Gauge("predictors_requests_in_flight", "Inference requests being served now.", MODEL_LABELS)
 QUEUED = Gauge("predictors_queued_texts", "Texts waiting for a worker.", MODEL_LABELS)
 
