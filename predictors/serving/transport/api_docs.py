@@ -15,6 +15,7 @@ OpenAI's shape on the OpenAI routes); and examples naming a model that is being 
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 from fastapi import FastAPI
@@ -66,16 +67,7 @@ def new_app(title: str, version: str, enable_docs: bool) -> FastAPI:
 
 
 def describe_api(app: FastAPI, repository: PredictorRepository) -> None:
-    """Make /openapi.json describe the routes that answer (see the module's doc). Call after every
-    route is registered."""
-    seen: set[tuple[str, str]] = set()
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
-        keys = {(route.path, method) for method in route.methods}
-        if keys & seen:  # an earlier route with this path answers it
-            route.include_in_schema = False
-        seen |= keys
+    """Make /openapi.json describe the routes that answer (see the module's doc)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -87,9 +79,24 @@ def describe_api(app: FastAPI, repository: PredictorRepository) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _answering_routes_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document of every route, each path and method described by the route that answers
+    it: the app's own routes are registered before kserve's included routers and answer first, but
+    in FastAPI's document a later route of the same path and method replaces the earlier one."""
+    with warnings.catch_warnings():  # kserve's shadowed routes share their operation ids with ours
+        warnings.simplefilter("ignore", UserWarning)
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    own = get_openapi(title=app.title, version=app.version, routes=[r for r in app.routes if isinstance(r, APIRoute)])
+    for path, operations in own["paths"].items():
+        document["paths"].setdefault(path, {}).update(operations)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(own.get("components", {}).get("schemas", {}))
+    return document
+
+
 def _document(app: FastAPI) -> dict[str, Any]:
-    document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    components = document.setdefault("components", {}).setdefault("schemas", {})
+    document = _answering_routes_document(app)
+    components = document["components"]["schemas"]
     for model in (InferenceRequest, InferenceResponse, ErrorBody, OpenAIError):
         _add_schema(components, model)
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, which no route answers

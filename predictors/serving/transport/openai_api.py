@@ -295,6 +295,9 @@ def register_openai_routes(app: FastAPI, repository: PredictorRepository, datapl
         context = request_context.current()
         try:
             model = repository.resolve(parsed.model)
+            key = metrics.labels(model)
+            if context is not None:  # counted under this model from here on, refusals included
+                context.model, context.served_by = parsed.model, key
             output = model.head.embedding_output
             if output is None:
                 served = sorted(embedding_models(repository))
@@ -314,9 +317,6 @@ def register_openai_routes(app: FastAPI, repository: PredictorRepository, datapl
             return openai_error(exc.status, exc.message, exc.param, "model_not_found" if exc.status == 404 else None)
         except ServingError as exc:
             return error_for(exc, "model")
-        key = metrics.labels(model)
-        if context is not None:  # counted under this model from here on, refusals included
-            context.model, context.served_by = parsed.model, key
         admission = door_admission(model, len(body))
         if isinstance(admission, ServingError):
             return error_for(admission)

@@ -17,7 +17,7 @@ from predictors.serving.errors import DeadlineExceeded, QueueFull
 from predictors.serving.scheduling import scheduler as scheduler_module
 from predictors.serving.scheduling.chunking import chunk_plan, reassemble, run_chunks
 from predictors.serving.scheduling.door import DOOR_TICKET, DoorTicket
-from predictors.serving.scheduling.scheduler import RanBatch, Scheduler, SchedulerSettings, assemble, estimate_tokens
+from predictors.serving.scheduling.scheduler import RanBatch, RequestRuns, Scheduler, SchedulerSettings, assemble, estimate_tokens
 
 
 class StandInRunner:
@@ -381,3 +381,26 @@ def test_a_bad_pinning_setting_fails_the_start_not_the_worker_threads(monkeypatc
     with pytest.raises(EnvironmentSettingError, match="PREDICTORS_PIN_CPUS"):
         scheduler.start()
     assert not scheduler._threads
+
+
+def test_a_requests_stages_are_summed_over_the_batches_that_ran_its_texts():
+    """The runner reports 1 ms of backend per text of a batch: a 6-text request runs in batches of 4
+    and 2 (6 ms), a 1-text request in one of its own (1 ms); each waited behind the held batch."""
+    gate, runner, scheduler = held_scheduler(batch_size=4, across=False)
+
+    async def main():
+        busy = await occupy(scheduler)
+        big, small = RequestRuns(), RequestRuns()
+        tasks = [asyncio.create_task(scheduler.submit(texts_of("big", 6), runs=big)),
+                 asyncio.create_task(scheduler.submit(["s"], runs=small))]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(busy, *tasks)
+        return big, small
+
+    big, small = asyncio.run(main())
+    scheduler.stop()
+    assert (big.batches, small.batches) == (2, 1)
+    assert big.stages == {"backend": pytest.approx(0.006)} and small.stages == {"backend": pytest.approx(0.001)}
+    assert big.queue_seconds >= 0.04 and small.queue_seconds >= 0.04
+    assert list(big.timings()) == ["queue", "backend"]
