@@ -385,22 +385,20 @@ def test_a_bad_pinning_setting_fails_the_start_not_the_worker_threads(monkeypatc
 
 def test_a_requests_stages_are_summed_over_the_batches_that_ran_its_texts():
     """The runner reports 1 ms of backend per text of a batch: a 6-text request runs in batches of 4
-    and 2 (6 ms), a 1-text request in one of its own (1 ms); each waited behind the held batch."""
-    gate, runner, scheduler = held_scheduler(batch_size=4, across=False)
+    and 2 (6 ms in all), after waiting behind the held batch."""
+    gate, runner, scheduler = held_scheduler(batch_size=4)
 
     async def main():
         busy = await occupy(scheduler)
-        big, small = RequestRuns(), RequestRuns()
-        tasks = [asyncio.create_task(scheduler.submit(texts_of("big", 6), runs=big)),
-                 asyncio.create_task(scheduler.submit(["s"], runs=small))]
+        runs = RequestRuns()
+        task = asyncio.create_task(scheduler.submit(texts_of("big", 6), runs=runs))
         await asyncio.sleep(0.05)
         gate.set()
-        await asyncio.gather(busy, *tasks)
-        return big, small
+        await asyncio.gather(busy, task)
+        return runs
 
-    big, small = asyncio.run(main())
+    runs = asyncio.run(main())
     scheduler.stop()
-    assert (big.batches, small.batches) == (2, 1)
-    assert big.stages == {"backend": pytest.approx(0.006)} and small.stages == {"backend": pytest.approx(0.001)}
-    assert big.queue_seconds >= 0.04 and small.queue_seconds >= 0.04
-    assert list(big.timings()) == ["queue", "backend"]
+    assert runs.batches == 2 and runs.stages == {"backend": pytest.approx(0.006)}
+    assert runs.queue_seconds >= 0.04
+    assert list(runs.timings()) == ["queue", "backend"]
