@@ -35,6 +35,18 @@ OpenAI-compatible embeddings API. Every model takes one input, `text` (BYTES, sh
 Every answer carries `x-request-id` and a `Server-Timing` header (queue, tokenize, backend,
 postprocess, total)."""
 EXAMPLE_TEXTS = ["Great coffee, rich and smooth. Will buy again.", "The bag arrived torn and the chips were stale."]
+#: What a classification model answers to the example body (an embedding model answers `embedding`
+#: FP32 [N, D]; a token classifier `entities`: README "Outputs").
+V2_ANSWER = {
+    "model_name": "review-sentiment", "model_version": "1", "id": "4f0c7e1d9b2a4c6e8f1a3b5c7d9e0f12",
+    "parameters": {"latency_ms": 4.87},
+    "outputs": [
+        {"name": "label", "shape": [2], "datatype": "BYTES", "parameters": None, "data": ["great", "other"]},
+        {"name": "score", "shape": [2], "datatype": "FP32", "parameters": None, "data": [0.9253, 0.9243]},
+        {"name": "probabilities", "shape": [2, 2], "datatype": "FP32", "parameters": None,
+         "data": [0.9253, 0.0747, 0.0757, 0.9243]},
+    ],
+}
 #: Path prefix -> the tag its operations are listed under, first match wins.
 TAGS = (
     ("/v2/repository", "Repository"),
@@ -46,6 +58,34 @@ TAGS = (
     ("/openai/", "OpenAI"),
     ("/metrics", "Monitoring"),
 )
+
+
+DOC_PAGES = ("/docs", "/redoc")
+#: The doc pages may load from this server only. ReDoc's side menu would fetch Redocly's logo from
+#: its CDN (it hides the image when that fails); with this policy the browser does not ask at all.
+#: The pages' own scripts are inline, and ReDoc runs its search in a blob: worker.
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' blob:; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+
+
+class DocPagesPolicy:
+    """ASGI middleware: a Content-Security-Policy on the doc pages that keeps them on this server."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") not in DOC_PAGES:
+            await self.app(scope, receive, send)
+            return
+
+        async def with_policy(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"content-security-policy", DOCS_POLICY.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, with_policy)
 
 
 class ErrorBody(BaseModel):
@@ -134,7 +174,7 @@ def _document(app: FastAPI) -> dict[str, Any]:
                 operation["requestBody"] = copy.deepcopy(v2_body)
                 responses["200"] = {"description": "The outputs; `parameters.latency_ms` is the time in the server",
                                     "content": {"application/json": {"schema": {
-                                        "$ref": "#/components/schemas/InferenceResponse"}}}}
+                                        "$ref": "#/components/schemas/InferenceResponse"}, "example": V2_ANSWER}}}
                 _error_responses(responses, error)
             elif method == "post" and path.endswith(":predict"):
                 operation["requestBody"] = copy.deepcopy(v1_body)

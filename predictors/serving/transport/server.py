@@ -42,7 +42,7 @@ from timing_asgi.integrations import StarletteScopeToName
 from ...model.environment import ServerEnvironment
 from ..observability.prediction_log import close_all as close_prediction_logs
 from ..repository import PredictorRepository
-from .api_docs import describe_api, new_app
+from .api_docs import DocPagesPolicy, describe_api, new_app
 from .connection import ConnectionGuard
 from .dataplane import HonestDataPlane
 from .error_handlers import REST_HANDLERS, ErrorBoundary
@@ -148,6 +148,8 @@ def build_app(repository: PredictorRepository, dataplane: HonestDataPlane, optio
         logging.getLogger("uvicorn.access").handlers = []
         app.add_middleware(AccessLoggerMiddleware, format=options.access_log_format)
         logging.getLogger("access").propagate = False
+    if options.enable_docs_url:
+        app.add_middleware(DocPagesPolicy)
     app.add_middleware(ErrorBoundary)  # innermost: no exception reaches uvicorn (it would drop the connection)
     app.add_middleware(V2JsonInference, dataplane=dataplane)  # the body is read and checked by now
     app.add_middleware(BodyLimit, models=repository)
