@@ -126,6 +126,21 @@ class _LineFile(RotatingFileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 -- logging's name
         self._error = sys.exc_info()[1]
+        self._drop_stream()  # the next line opens the file afresh (a freed disk, a file removed or rotated away)
+
+    def _drop_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.close()  # flushes what a failed write left buffered: fails again on a full disk
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # what a failed write left buffered (that line was counted as failed) cannot be flushed either
+            self._drop_stream()
 
     def _outcome(self, line: _Line, error: BaseException | None) -> None:
         line.log.count("failed" if error else "written")
