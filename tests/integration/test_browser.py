@@ -12,6 +12,7 @@ against the real server (started with --enable_docs_url and --cors-allowed-origi
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import shutil
 import threading
@@ -88,8 +89,10 @@ def browser():
             browser.close()
 
 
+@contextlib.contextmanager
 def offline_page(browser, server):
-    """A page whose requests may only go to `server`: any other is aborted and recorded."""
+    """A page whose requests may only go to `server`: any other is aborted and recorded, and none may
+    have been made when the test is done with the page."""
     context = browser.new_context(viewport={"width": 1280, "height": 1800})
     page = context.new_page()
     elsewhere: list[str] = []
@@ -102,12 +105,22 @@ def offline_page(browser, server):
             route.abort()
 
     page.route("**/*", only_the_server)
-    return context, page, elsewhere
+    try:
+        yield page
+    finally:
+        context.close()
+    assert elsewhere == [], f"the page asked for more than the server: {elsewhere}"
+
+
+def keep_screenshot(page, folder: Path, name: str) -> None:
+    """The page as it is now, kept as the test's artifact (its path printed)."""
+    screenshot = folder / name
+    page.screenshot(path=str(screenshot))
+    print(f"screenshot: {screenshot}")
 
 
 def test_swagger_ui_renders_offline_and_try_it_out_answers_200(browser, docs_server, tmp_path):
-    context, page, elsewhere = offline_page(browser, docs_server)
-    try:
+    with offline_page(browser, docs_server) as page:
         page.goto(f"{docs_server.url}/docs")
         page.wait_for_selector(".opblock", timeout=60_000)
         summaries = page.locator(".opblock-summary-path").all_inner_texts()
@@ -125,27 +138,16 @@ def test_swagger_ui_renders_offline_and_try_it_out_answers_200(browser, docs_ser
         assert status.inner_text().strip() == "200"
         assert '"model_name": "review-sentiment"' in infer.locator(".live-responses-table .microlight").first.inner_text()
         infer.locator(".live-responses-table").scroll_into_view_if_needed()
-        screenshot = tmp_path / "swagger-ui-try-it-out.png"
-        page.screenshot(path=str(screenshot))
-        print(f"screenshot: {screenshot}")
-    finally:
-        context.close()
-    assert elsewhere == [], f"the page asked for more than the server: {elsewhere}"
+        keep_screenshot(page, tmp_path, "swagger-ui-try-it-out.png")
 
 
 def test_redoc_renders_offline(browser, docs_server, tmp_path):
-    context, page, elsewhere = offline_page(browser, docs_server)
-    try:
+    with offline_page(browser, docs_server) as page:
         page.goto(f"{docs_server.url}/redoc")
         # ReDoc renders each operation as a section headed by its summary
         page.locator("h2", has_text="Create embeddings (OpenAI-compatible)").first.wait_for(timeout=60_000)
         assert page.locator("h2", has_text="Infer").count() >= 1
-        screenshot = tmp_path / "redoc.png"
-        page.screenshot(path=str(screenshot))
-        print(f"screenshot: {screenshot}")
-    finally:
-        context.close()
-    assert elsewhere == [], f"the page asked for more than the server: {elsewhere}"
+        keep_screenshot(page, tmp_path, "redoc.png")
 
 
 CALL = """async ([url, body]) => {
