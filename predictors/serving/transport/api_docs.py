@@ -123,10 +123,12 @@ def _answering_routes_document(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document of every route, each path and method described by the route that answers
     it: the app's own routes are registered before kserve's included routers and answer first, but
     in FastAPI's document a later route of the same path and method replaces the earlier one."""
-    with warnings.catch_warnings():  # kserve's shadowed routes share their operation ids with ours
+    # kserve's shadowed routes share their operation ids with ours (and one route of two methods has
+    # one id for both: _document makes them unique)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    own = get_openapi(title=app.title, version=app.version, routes=[r for r in app.routes if isinstance(r, APIRoute)])
+        own = get_openapi(title=app.title, version=app.version, routes=[r for r in app.routes if isinstance(r, APIRoute)])
     for path, operations in own["paths"].items():
         document["paths"].setdefault(path, {}).update(operations)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -160,8 +162,12 @@ def _document(app: FastAPI) -> dict[str, Any]:
         "schema": {"type": "object", "required": ["instances"], "properties": {
             "instances": {"type": "array", "items": {"type": "string"}}, "id": {"type": "string"}}},
         "example": {"instances": EXAMPLE_TEXTS}}}}
+    operation_ids: set[str] = set()
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
+            if operation.get("operationId") in operation_ids:  # one route for two methods gets one id from FastAPI
+                operation["operationId"] = f"{operation['operationId']}_{method}"
+            operation_ids.add(operation.get("operationId"))
             operation["tags"] = [next((tag for prefix, tag in TAGS if path.startswith(prefix)), "Other")]
             responses = operation.setdefault("responses", {})
             error = "OpenAIError" if is_openai_path(path) else "ErrorBody"
