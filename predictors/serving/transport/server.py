@@ -150,11 +150,13 @@ def build_app(repository: PredictorRepository, dataplane: HonestDataPlane, optio
         logging.getLogger("access").propagate = False
     if options.enable_docs_url:
         app.add_middleware(DocPagesPolicy)
-    app.add_middleware(ErrorBoundary)  # innermost: no exception reaches uvicorn (it would drop the connection)
-    app.add_middleware(V2JsonInference, dataplane=dataplane)  # the body is read and checked by now
+    app.add_middleware(V2JsonInference, dataplane=dataplane)  # innermost: the body is read and checked by now
     app.add_middleware(BodyLimit, models=repository)
     app.add_middleware(ConnectionGuard, repository=repository, body_timeout=environment.body_timeout)
-    app.add_middleware(OpenAIErrorShape)  # outside the guards, so that their early answers are reshaped too
+    # Every exception from here in (a body timeout, a bug) is answered here and goes no further:
+    # uvicorn drops the client's kept-alive connection after any exception that reaches it.
+    app.add_middleware(ErrorBoundary)
+    app.add_middleware(OpenAIErrorShape)  # outside the guards and the boundary: their answers are reshaped too
     if environment.cors_allowed_origins:  # outside the guards too: a browser reads their refusals only with CORS headers
         app.add_middleware(CrossOrigin, origins=environment.cors_allowed_origins)
     # Outermost, so that the guard's early answers (429 before the body, 408) carry a request id and
