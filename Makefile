@@ -14,11 +14,12 @@ INSTALLED := $(VENV)/.installed
 # Serves at once while the demo models build in the background (log: build.log): each model is
 # loaded as soon as its build finishes (--watch); until then the index shows it LOADING with the
 # build's progress. A model that is already built is served within seconds.
+# The browsable API is on: http://localhost:$(HTTP_PORT)/docs (Swagger UI) and /redoc, served offline.
 serve: install
 	@mkdir -p $(MODELS_DIR)
 	@echo "building the demo models in the background (tail -f build.log); serving each one as soon as it is built"
 	@$(PY) tools/build_models.py --models-dir $(MODELS_DIR) > build.log 2>&1 &
-	$(PY) -m predictors serve --models-dir $(MODELS_DIR) --watch 2 --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT)
+	$(PY) -m predictors serve --models-dir $(MODELS_DIR) --watch 2 --http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) --enable_docs_url true
 
 # Every test runs: a skip (a missing tool or input) fails `make test` (PREDICTORS_NO_SKIPS).
 # The container images build in the background beside the demo models (tools/prepare_tests.sh).

@@ -11,6 +11,7 @@ PACKAGES=(
     "debootstrap:debootstrap"  # the local python:3.11 bookworm base image, no registry needed (tools/image/base.sh)
     "prometheus:promtool"  # prometheus + promtool: metrics lint, rule tests, a real scrape (tests/integration/test_prometheus.py)
     "redis-server:redis-server"  # the Redis response cache backend (tests/integration/test_cache_redis.py)
+    "chromium:chromium"  # /docs and CORS in a real browser, driven by playwright (tests/integration/test_browser.py)
 )
 
 missing=()

@@ -1,7 +1,8 @@
 """`python -m predictors benchmark MODEL`: a load generator against a running server.
 
 For each (concurrency, texts per request) setting, `concurrency` asyncio clients send V2 JSON
-requests back to back for `--duration` seconds. Printed per setting: texts/s, requests/s, latency
+requests (`--api openai`: OpenAI embeddings requests) back to back for `--duration` seconds.
+Printed per setting: texts/s, requests/s, latency
 p50/p95/p99/max and errors by HTTP status; then sizing advice for the manifests (replicas for a
 target requests/s within a p99 budget, cpu and memory per replica from the server's own
 process_cpu_seconds_total and process_resident_memory_bytes). `--plot` draws latency and
@@ -137,17 +138,26 @@ async def _server_process_stats(connection: KeepAliveConnection) -> tuple[float,
     return float(cpu.group(1)), float(rss.group(1)) / 2**20
 
 
+#: The APIs the load generator can speak: the path of a model's requests and the body of some texts.
+APIS = {
+    "v2": (lambda model: f"/v2/models/{model}/infer",
+           lambda model, texts: {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}),
+    "openai": (lambda model: "/openai/v1/embeddings", lambda model, texts: {"model": model, "input": texts}),
+}
+
+
 async def run_setting(
     url: str, model: str, source: TextSource, concurrency: int, texts_per_request: int, duration: float,
-    timeout: float = 120.0, progress: Any = None,
+    timeout: float = 120.0, progress: Any = None, api: str = "v2",
 ) -> SettingResult:
     """`concurrency` clients sending requests back to back for `duration` seconds, each on its own
     keep-alive connection (http_load: the generator shares the machine with the server it measures,
-    so it spends as little CPU per request as it can)."""
+    so it spends as little CPU per request as it can), over the V2 or the OpenAI embeddings API."""
     result = SettingResult(concurrency, texts_per_request, duration)
     peak_rss = 0.0
     stop_at = time.monotonic() + duration
-    path = f"/v2/models/{model}/infer"
+    route, make_body = APIS[api]
+    path = route(model)
 
     async def client() -> None:
         connection = KeepAliveConnection(url, timeout)
@@ -155,7 +165,7 @@ async def run_setting(
         try:
             while time.monotonic() < stop_at:
                 texts = source.take(texts_per_request)
-                body = orjson.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]})
+                body = orjson.dumps(make_body(model, texts))
                 started = time.perf_counter()
                 try:
                     status, _ = await connection.post(head, body)
@@ -277,6 +287,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("models"),
                         help="where the model's held-out texts are looked for when --texts is not given")
     parser.add_argument("--cache-bust", action="store_true", help="make every text sent unique (no cache hits)")
+    parser.add_argument("--api", choices=sorted(APIS), default="v2",
+                        help="v2: V2 JSON infer requests; openai: POST /openai/v1/embeddings (embedding models)")
     parser.add_argument("--plot", type=Path, metavar="OUT.png", help="draw latency and throughput against concurrency")
     parser.add_argument("--target-rps", type=float, help="requests/s the deployment must serve (for the replica count)")
     parser.add_argument("--p99-budget-ms", type=float, default=1000.0, help="latency budget for sizing (default: %(default)s)")
@@ -303,7 +315,8 @@ def benchmark(args: argparse.Namespace) -> int:
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]", file=sys.stderr) as bar:
         for concurrency, texts in settings:
             bar.set_postfix_str(f"{concurrency} clients x {texts} text(s)")
-            result = asyncio.run(run_setting(url, args.model, source, concurrency, texts, args.duration, progress=bar))
+            result = asyncio.run(run_setting(url, args.model, source, concurrency, texts, args.duration, progress=bar,
+                                             api=args.api))
             if not result.latencies and set(result.errors) == {"connection"}:
                 bar.close()
                 print(f"error: cannot reach {url} (every request failed to connect)", file=sys.stderr)

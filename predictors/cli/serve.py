@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "without a restart (0: off; POST /v2/repository/models/<name>/load does it on demand)",
     )
     parser.add_argument(
+        "--cors-allowed-origins", metavar="ORIGINS",
+        help="comma-separated origins whose browser pages may call the API (CORS), e.g. "
+        "https://app.example.com, or *; default: PREDICTORS_CORS_ALLOWED_ORIGINS, else off",
+    )
+    parser.add_argument(
         "--log-format", choices=("text", "json"), default="text",
         help="text: kserve's format; json: one JSON object per line (timestamp, level, model, request_id, message)",
     )
@@ -64,7 +69,8 @@ def container_model_folder(model_dir: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     try:  # every setting checked before anything starts: the pod restarts with the reason
-        environment = server_environment()
+        flags = {"cors_allowed_origins": args.cors_allowed_origins} if args.cors_allowed_origins is not None else {}
+        environment = server_environment(**flags)
         options = ServerOptions.from_args(args)
         options.check()
         loop_factory(options.event_loop)

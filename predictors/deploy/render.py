@@ -17,12 +17,13 @@ single-port runtime; it is not in the kustomization (it replaces the model's Inf
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from ..model import ModelConfig, ModelConfigError
+from ..model.environment import ServerEnvironment
 from ..backends import discover_models
 from .runtime import (
     COMMAND, CONTAINER_NAME, DRAIN_ENV, GRPC_PORT, HTTP_PORT, IMAGE, IMAGE_TAG, MODEL_DIR, MODEL_FORMAT,
@@ -38,6 +39,9 @@ CANARY_MODEL = "review-sentiment"
 CANARY_TRAFFIC_PERCENT = 10
 CANARY_VERSION = "2"
 KNATIVE_RUNTIME_NAME = f"{RUNTIME_NAME}-knative"
+#: The server's own defaults for the keys a model's prediction_log may leave out.
+DEFAULT_LOG_MAX_MB = ServerEnvironment.model_fields["prediction_log_max_mb"].default
+DEFAULT_LOG_BACKUPS = ServerEnvironment.model_fields["prediction_log_backups"].default
 HEADER = (
     "# Rendered by `python -m predictors manifests render` from {source}.\n"
     "# Do not edit: change the source and re-render.\n"
@@ -183,25 +187,46 @@ def _model(s: DeploySettings, runtime: str, storage_uri: str, env: list[dict[str
     }
 
 
+PREDICTION_LOG_VOLUME = "prediction-log"
+
+
+def _model_options(config: ModelConfig, model: dict[str, Any], predictor: dict[str, Any]) -> None:
+    """What predictor.yaml asks of the pod beyond sizing: the browsable API (`deploy.api_docs`:
+    the server's flag, appended to the runtime's args as KServe merges them), KServe's own payload
+    logger (`deploy.logger`), and a writable folder for the prediction log (the root file system is
+    read-only): an emptyDir sized for the file and its rotated copies."""
+    if config.deploy.api_docs:
+        model["args"] = ["--enable_docs_url", "true"]
+    if config.deploy.logger is not None:
+        predictor["logger"] = {"mode": config.deploy.logger.mode, "url": config.deploy.logger.url}
+    log = config.prediction_log
+    if log.path and log.sample:
+        folder = str(PurePosixPath(log.path).parent)
+        files = (log.backups or DEFAULT_LOG_BACKUPS) + 1
+        size_mib = math.ceil((log.max_mb or DEFAULT_LOG_MAX_MB) * files) + 1
+        model["volumeMounts"] = [{"name": PREDICTION_LOG_VOLUME, "mountPath": folder}]
+        predictor["volumes"] = [{"name": PREDICTION_LOG_VOLUME, "emptyDir": {"sizeLimit": f"{size_mib}Mi"}}]
+
+
 def render_inference_service(config: ModelConfig) -> dict[str, Any]:
     """Standard mode (Deployment + Service + HPA): startupProbe, two ports, cpu autoscaling."""
     s = deploy_settings(config)
     # The server stops waiting for in-flight requests when the grace period would end.
     env = [*thread_env(), {"name": DRAIN_ENV, "value": str(s.drain_seconds)}]
+    model = _model(s, RUNTIME_NAME, s.storage_uri, env, _probes(config.name, s))
+    predictor: dict[str, Any] = {
+        "minReplicas": s.min_replicas,
+        "maxReplicas": s.max_replicas,
+        "scaleMetric": s.scale_metric,
+        "scaleTarget": s.scale_target,
+        "terminationGracePeriodSeconds": s.termination_grace_seconds,
+    }
+    _model_options(config, model, predictor)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": _metadata(config.name, s, "Standard", s.version),
-        "spec": {
-            "predictor": {
-                "minReplicas": s.min_replicas,
-                "maxReplicas": s.max_replicas,
-                "scaleMetric": s.scale_metric,
-                "scaleTarget": s.scale_target,
-                "terminationGracePeriodSeconds": s.termination_grace_seconds,
-                "model": _model(s, RUNTIME_NAME, s.storage_uri, env, _probes(config.name, s)),
-            },
-        },
+        "spec": {"predictor": {**predictor, "model": model}},
     }
 
 

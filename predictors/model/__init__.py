@@ -18,14 +18,14 @@ from .files import (
 )
 from .report import GateStatus, gate_status, read_report, write_report
 from .versions import ModelNameError, check_model_name, folder_fingerprint, select_versions, version_folders
-from .settings import VersionPolicy, DeploySection, ModelSettingsError, PredictorSettings, read_settings
+from .settings import VersionPolicy, DeploySection, ModelSettingsError, PredictionLogSection, PredictorSettings, read_settings
 
 __all__ = [
     "ModelNameError", "VersionPolicy", "check_model_name", "folder_fingerprint", "select_versions", "version_folders",
     "BUILD_STATUS_FILE", "BuildStatus", "clear_build_status", "read_build_status", "write_build_status",
     "BUILD_INFO_FILE", "CONFIG_FILE", "DRIFT_REFERENCE_FILE", "DeploySection", "GateStatus",
     "HELDOUT_FILE", "HF_WEIGHTS_FILES", "LIBRARIES", "ModelConfig", "ModelConfigError", "ModelSettingsError",
-    "ONNX_FILES", "PREDICTOR_FILE", "PredictorSettings", "REPORT_FILE", "TaskTraits", "discover_models",
+    "ONNX_FILES", "PREDICTOR_FILE", "PredictionLogSection", "PredictorSettings", "REPORT_FILE", "TaskTraits", "discover_models",
     "file_sha256", "gate_status", "infer_task", "is_model_folder", "library_versions", "load_model_config",
     "read_report", "read_settings", "write_report",
 ]

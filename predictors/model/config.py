@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .files import BUILD_INFO_FILE, CONFIG_FILE, HELDOUT_FILE, HF_WEIGHTS_FILES, ONNX_FILES, PREDICTOR_FILE
-from .settings import CHARS_PER_TOKEN, DEFAULT_MAX_BODY_BYTES, CacheSection, DeploySection, ModelSettingsError, PredictorSettings, VersionPolicy, read_settings
+from .settings import (
+    CHARS_PER_TOKEN, DEFAULT_MAX_BODY_BYTES, CacheSection, DeploySection, ModelSettingsError, PredictionLogSection,
+    PredictorSettings, VersionPolicy, read_settings,
+)
 
 
 class ModelConfigError(ModelSettingsError):
@@ -62,6 +65,9 @@ class ModelConfig:
     cache: CacheSection = field(default_factory=CacheSection)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a REST request body's limit
     max_text_chars: int | None = None  # None: max_length x CHARS_PER_TOKEN
+    personal_data: bool | None = None  # None: the task head's default
+    prediction_log: PredictionLogSection = field(default_factory=PredictionLogSection)
+    matryoshka_dimensions: tuple[int, ...] = ()
 
     @property
     def text_char_limit(self) -> int:
@@ -215,6 +221,9 @@ def load_model_config(
         cache=settings.cache,
         max_body_bytes=settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         max_text_chars=settings.max_text_chars,
+        personal_data=settings.personal_data,
+        prediction_log=settings.prediction_log,
+        matryoshka_dimensions=tuple(settings.matryoshka_dimensions or ()),
     )
 
 

@@ -41,6 +41,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ShareOfRequests = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1, description="a share of requests from 0 to 1")]
+LOG_INPUT_CHOICES = ("text", "hash", "none")
+
+
+class KServeLoggerSection(_Strict):
+    """`deploy.logger`: KServe's own payload logger (the InferenceService's `spec.predictor.logger`),
+    which sends each request and/or response as a CloudEvent to `url`."""
+
+    mode: Annotated[Literal["all", "request", "response"], Field(description="all, request or response")] = "all"
+    url: Annotated[StrictStr, Field(pattern=r"^https?://\S+$", description="an http:// or https:// URL")]
+
+
 class DeploySection(_Strict):
     """`deploy:` Kubernetes sizing. startup_seconds and peak_rss_mib are measured by
     `tools/measure_deploy.py --write`; the other keys override the defaults in predictors/deploy/sizing.py."""
@@ -60,10 +72,25 @@ class DeploySection(_Strict):
     storage_prefix: Text | None = None
     termination_grace_seconds: NonNegativeInt | None = None
     p99_budget_seconds: PositiveNumber | None = None  # the latency alert's threshold for this model
+    # The browsable API (/docs, /redoc) in the pod (--enable_docs_url); off unless set.
+    api_docs: Annotated[StrictBool, Field(description="true or false")] | None = None
+    logger: KServeLoggerSection | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The keys the file sets, as plain values."""
         return self.model_dump(exclude_none=True)
+
+
+class PredictionLogSection(_Strict):
+    """`prediction_log:` sampled JSON lines of predictions (predictors/serving/observability/
+    prediction_log.py). A key absent here takes the server-wide PREDICTORS_PREDICTION_LOG_* value."""
+
+    sample: ShareOfRequests | None = None
+    path: Text | None = None
+    max_mb: PositiveNumber | None = None
+    backups: PositiveInt | None = None  # rotated files kept: path.1 ... path.<backups>
+    # How each input text is written; by default a keyed hash where the inputs are personal data.
+    inputs: Annotated[Literal[LOG_INPUT_CHOICES], Field(description="text, hash or none")] | None = None
 
 
 class SpecificVersions(_Strict):
@@ -115,6 +142,13 @@ class PredictorSettings(_Strict):
     # Request size limits, enforced before parsing and tokenizing (defaults: the constants above).
     max_body_bytes: PositiveInt | None = None
     max_text_chars: PositiveInt | None = None
+    # Whether the texts sent to this model are personal data (default: what its task head says):
+    # then its answers are not cached unless `cache` says so, and prediction logs hash the texts.
+    personal_data: Annotated[StrictBool, Field(description="true or false")] | None = None
+    prediction_log: PredictionLogSection = Field(default_factory=PredictionLogSection)
+    # Embedding models trained with Matryoshka representation learning: the shorter sizes their
+    # vectors keep their meaning at (the OpenAI API's `dimensions`); absent, vectors are not cut.
+    matryoshka_dimensions: Annotated[list[PositiveInt], Field(min_length=1, description="a list of vector sizes")] | None = None
 
 
 def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:

@@ -355,9 +355,12 @@ def encode_response(
     model_name: str,
     model_version: str,
     truncated: list[int],
+    latency_ms: float | None = None,
 ) -> InferResponse | dict[str, Any]:
+    """`latency_ms` (the request's time in the server so far) goes into the V2 REST response
+    `parameters` and the V1 body, as the answer's own latency."""
     if request.protocol == "v1":
-        return _encode_v1(request, outputs, specs, truncated)
+        return _encode_v1(request, outputs, specs, truncated, latency_ms)
     wanted = [o.name for o in request.requested_outputs] if request.requested_outputs else [s.name for s in specs]
     by_name = {s.name: s for s in specs}
     infer_outputs = []
@@ -370,13 +373,17 @@ def encode_response(
             # value when the request came with raw inputs, which raises for any output of length > 1.
             output.set_data_from_numpy(array, binary_data=True)
         infer_outputs.append(output)
-    parameters = {"truncated_indices": ",".join(map(str, truncated))} if truncated else None
+    parameters: dict[str, Any] = {"truncated_indices": ",".join(map(str, truncated))} if truncated else {}
+    if latency_ms is not None and not request.from_grpc:
+        # gRPC answers carry their timings in the server-timing trailer instead: kserve's
+        # InferParameter has no floating-point field (bool, int64 and string only).
+        parameters["latency_ms"] = latency_ms
     return InferResponse(
         response_id=request.request_id or "",
         model_name=model_name,
         model_version=model_version,
         infer_outputs=infer_outputs,
-        parameters=parameters,
+        parameters=parameters or None,
         use_binary_outputs=request.binary_outputs,
         requested_outputs=request.requested_outputs,
         from_grpc=request.from_grpc,
@@ -384,7 +391,8 @@ def encode_response(
 
 
 def _encode_v1(
-    request: TextRequest, outputs: dict[str, np.ndarray], specs: list[OutputSpec], truncated: list[int]
+    request: TextRequest, outputs: dict[str, np.ndarray], specs: list[OutputSpec], truncated: list[int],
+    latency_ms: float | None,
 ) -> dict[str, Any]:
     truncated_set = set(truncated)
     predictions = []
@@ -399,6 +407,8 @@ def _encode_v1(
     response: dict[str, Any] = {"predictions": predictions}
     if request.request_id is not None:
         response["id"] = request.request_id
+    if latency_ms is not None:
+        response["latency_ms"] = latency_ms
     return response
 
 

@@ -31,9 +31,10 @@ from ..tasks import TokenBatch, head_for
 from . import codec, request_context
 from .errors import ModelUnavailable
 from .observability import metrics
+from .observability.prediction_log import PredictionLog
 from .scheduling import (
-    DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, RequestRuns, ResponseCache, Scheduler, SchedulerHooks, assemble, build_cache,
-    lookup_then_compute, request_timeout_seconds, settings_for,
+    DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, RanBatch, RequestRuns, ResponseCache, Scheduler, SchedulerHooks, assemble,
+    build_cache, lookup_then_compute, request_timeout_seconds, settings_for,
 )
 from .scheduling.chunking import chunk_plan, reassemble, run_chunks
 
@@ -100,9 +101,11 @@ class TextPredictor(kserve.Model):
         self.choice: BackendChoice | None = None
         self.load_error: str | None = None
         self.load_seconds: float | None = None
+        self.loaded_at: float | None = None  # Unix time the load finished (the OpenAI API's `created`)
         self._load_lock = threading.Lock()
         self.scheduler: Scheduler | None = None
         self.cache: ResponseCache | None = None
+        self.prediction_log: PredictionLog | None = None
         # Admission for this loaded version: False once it is being unloaded or replaced; requests
         # already inside (inflight) finish, new ones are refused with a 503 naming the reason.
         self.accepting = True
@@ -124,13 +127,15 @@ class TextPredictor(kserve.Model):
     def _load(self) -> None:
         started = time.monotonic()
         self._load_runtime()
-        self.cache = build_cache(self.config, self.choice.weights, self.head.cached_by_default)
+        self.cache = build_cache(self.config, self.choice.weights, self.head.personal_data)
+        self.prediction_log = PredictionLog.for_model(self.config, self.head)
         self._warm_up()
         self.scheduler = self._scheduler()
         calibration = self.run_texts([WARMUP_TEXT * 5] * self.config.batch_size)
         self.scheduler.observe_run(self.config.batch_size, calibration.seconds)  # seeds the queue bound
         self.scheduler.start()  # its worker threads: only once everything else has loaded
         self.load_seconds = round(time.monotonic() - started, 2)
+        self.loaded_at = time.time()
         self.ready = True
         logger.info(
             "model %s ready in %.1fs: task=%s backend=%s (%s) file=%s",
@@ -273,8 +278,11 @@ class TextPredictor(kserve.Model):
         texts, timeout = payload.texts, REQUEST_TIMEOUT.get()
         self.scheduler.arrived(len(texts))
         runs = RequestRuns()
-        rows = await lookup_then_compute(self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout, runs))
+        rows = await lookup_then_compute(
+            self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout, runs), runs
+        )
         metrics.observe_plan(self, len(texts), runs.batches)
+        request_context.record_run(runs.timings(), sum(row.tokens for row in rows), runs.cached_texts)
         outputs, truncated = assemble(rows)
         return Predictions(payload, outputs, truncated)
 
@@ -297,8 +305,15 @@ class TextPredictor(kserve.Model):
         self, result: Predictions, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
     ) -> InferResponse | dict[str, Any]:
         metrics.observe_predictions(self, result.outputs, len(result.truncated))
+        latency_ms = request_context.latency_ms()
+        if self.prediction_log is not None:
+            context = request_context.current()
+            self.prediction_log.offer(context.request_id if context else result.request.request_id,
+                                      context.protocol if context else None,
+                                      result.request.texts, result.outputs, result.truncated, latency_ms)
         return codec.encode_response(
-            result.request, result.outputs, self.specs, self.name, self.config.version, result.truncated
+            result.request, result.outputs, self.specs, self.name, self.config.version, result.truncated,
+            latency_ms=latency_ms,
         )
 
     # ---- running texts ---------------------------------------------------------------------
@@ -330,11 +345,22 @@ class TextPredictor(kserve.Model):
                     raw[i] = np.asarray(values, dtype=np.float32)
         return TextsRun(outputs, truncated, raw, seconds)
 
-    def _run_scheduled(self, texts: list[str], threads: int = 1) -> tuple[dict[str, np.ndarray], list[bool]]:
-        """One batch a scheduler worker took, its stages and tokens observed in the metrics."""
-        run = self.run_batch(texts, lambda stage, function, *args: metrics.timed(self, stage, function, *args), threads)
+    def _run_scheduled(self, texts: list[str], threads: int = 1) -> RanBatch:
+        """One batch a scheduler worker took, its stages and tokens observed in the metrics and
+        returned, so that the scheduler can charge them to the requests whose texts it ran."""
+        stages: dict[str, float] = {}
+
+        def timed(stage: str, function: Callable[..., Result], *args: Any) -> Result:
+            started = time.perf_counter()
+            try:
+                return function(*args)
+            finally:
+                stages[stage] = time.perf_counter() - started
+                metrics.observe_stage(self, stage, stages[stage])
+
+        run = self.run_batch(texts, timed, threads)
         metrics.observe_tokens(self, run.tokens, run.padded_tokens)
-        return run.outputs, run.truncated
+        return RanBatch(run.outputs, run.truncated, [int(t) for t in run.tokens], stages)
 
     def _tokenize(self, texts: list[str]) -> TokenBatch:
         needs_offsets = self.head.needs_offsets

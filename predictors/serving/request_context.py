@@ -9,8 +9,9 @@ while the request runs read it from here.
 from __future__ import annotations
 
 import contextvars
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HEADER = "x-request-id"
 MAX_ID_LENGTH = 128  # a longer client id is replaced, so logs and headers stay bounded
@@ -25,6 +26,16 @@ class RequestContext:
     model: str | None = None
     texts: int = 0
     served_by: tuple[str, str] | None = None  # (model, version) of the instance that served it
+    protocol: str | None = None  # the metrics' protocol label of an inference request (v2_rest, v1, openai...)
+    started: float = field(default_factory=time.perf_counter)  # when the transport began the request
+    # Filled in by the model once its texts have run: seconds per inference stage (queue, tokenize,
+    # backend, postprocess), the tokens the model ran, and the texts answered from the response cache.
+    stages: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0
+    cached_texts: int = 0
+
+    def elapsed_seconds(self) -> float:
+        return time.perf_counter() - self.started
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("predictors_request", default=None)
@@ -50,9 +61,9 @@ def _client_id(value: str | None) -> str | None:
     return value if value and len(value) <= MAX_ID_LENGTH and value.isascii() and value.isprintable() else None
 
 
-def begin(header_id: str | None, model: str | None = None) -> RequestContext:
+def begin(header_id: str | None, model: str | None = None, protocol: str | None = None) -> RequestContext:
     client = _client_id(header_id)
-    context = RequestContext(client or new_request_id(), client is not None, model)
+    context = RequestContext(client or new_request_id(), client is not None, model, protocol=protocol)
     _current.set(context)
     return context
 
@@ -70,3 +81,19 @@ def adopt(body_id: str | None, texts: int, served_by: tuple[str, str] | None = N
     if body is not None and not context.from_client:
         context.request_id = body
     return body_id if body_id else context.request_id  # V2 echoes the body's id as sent
+
+
+def record_run(stages: dict[str, float], tokens: int, cached_texts: int) -> None:
+    """Called by the model once a request's texts have run: what the transport reports in its answer
+    (Server-Timing, the OpenAI `usage`). Outside a request (warm-up) it does nothing."""
+    context = _current.get()
+    if context is not None:
+        context.stages = stages
+        context.tokens = tokens
+        context.cached_texts = cached_texts
+
+
+def latency_ms() -> float | None:
+    """Milliseconds since the current request arrived (None outside a request), as answers carry it."""
+    context = _current.get()
+    return None if context is None else round(1000 * context.elapsed_seconds(), 2)

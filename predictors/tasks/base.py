@@ -104,8 +104,13 @@ class TaskHead(ABC):
     # True when the backend output holds one value per token ([n, seq, ...]) rather than per text
     # ([n, C]): the ONNX export gives it a dynamic sequence axis and compares real tokens only.
     per_token_output: ClassVar[bool] = False
-    # Whether the response cache holds this task's answers unless predictor.yaml says otherwise.
-    cached_by_default: ClassVar[bool] = True
+    # Whether the texts a model of this task is sent are personal data unless its predictor.yaml
+    # says otherwise (`personal_data`): then its answers are not cached by default and prediction
+    # logs write a keyed hash of each text instead of the text (see `personal_data`).
+    inputs_are_personal_data: ClassVar[bool] = False
+    # The output holding one vector per text, where this task embeds texts: the OpenAI-compatible
+    # embeddings API serves exactly the models whose head names one.
+    embedding_output: ClassVar[str | None] = None
     # The series `observe` feeds (predictors_* metrics beside the serving layer's own).
     metrics: ClassVar[tuple[TaskMetric, ...]] = ()
     # Dashboard panel title -> PromQL expressions; `{sel}` is the model selector and `{rate}` the rate
@@ -126,6 +131,23 @@ class TaskHead(ABC):
     def describe(self) -> dict[str, Any]:
         """Extra model metadata a client can discover (labels, dimensions)."""
         return {}
+
+    @property
+    def personal_data(self) -> bool:
+        """Whether this model's input texts are personal data: its predictor.yaml's `personal_data`,
+        else the task's default."""
+        declared = self.config.personal_data
+        return self.inputs_are_personal_data if declared is None else declared
+
+    def without_input_text(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        """`outputs` (one request's, as lists) without the pieces of input text some outputs quote,
+        for a prediction log that must not hold the texts themselves."""
+        return outputs
+
+    def shorten(self, vectors: np.ndarray, dimensions: int) -> np.ndarray:
+        """`vectors` (this head's `embedding_output`) cut to `dimensions`; raises ValueError saying
+        why when this model's vectors cannot be cut to that size."""
+        raise ValueError(f"model '{self.config.name}' does not embed texts")
 
     # ---- what the server watches: metrics and drift ----------------------------------------------
     def observe(self, outputs: dict[str, np.ndarray]) -> Iterable[Observation]:

@@ -26,6 +26,7 @@ class EmbeddingHead(TaskHead):
     backend_output = "last_hidden_state"
     per_token_output = True
     traits = TaskTraits(architectures=("Model",), needs_labels=False)  # a bare encoder, no head
+    embedding_output = "embedding"
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -42,7 +43,32 @@ class EmbeddingHead(TaskHead):
         return {"embedding": vectors.astype(np.float32)}
 
     def describe(self) -> dict[str, Any]:
-        return {"dimension": self.dimension, "pooling": self.config.pooling, "normalized": self.config.normalize}
+        return {"dimension": self.dimension, "pooling": self.config.pooling, "normalized": self.config.normalize,
+                "matryoshka_dimensions": list(self.config.matryoshka_dimensions)}
+
+    def shorten(self, vectors: np.ndarray, dimensions: int) -> np.ndarray:
+        """The first `dimensions` of each vector (normalised again where the model normalises), for a
+        model trained to keep its meaning at that size (Matryoshka representation learning). Any
+        other model's leading dimensions are not an embedding of their own: cutting them silently
+        would hand back vectors whose similarities mean nothing, so it is refused."""
+        if dimensions == self.dimension:
+            return vectors
+        trained = sorted(d for d in self.config.matryoshka_dimensions if d < self.dimension)
+        if not trained:
+            raise ValueError(
+                f"model '{self.config.name}' returns {self.dimension}-dimensional embeddings and cannot shorten them: "
+                f"it was not trained with Matryoshka representation learning (its predictor.yaml declares no "
+                f"matryoshka_dimensions); leave dimensions out or send {self.dimension}"
+            )
+        if dimensions not in trained:
+            raise ValueError(
+                f"model '{self.config.name}' was trained to shorten its {self.dimension}-dimensional embeddings to "
+                f"{trained} dimensions (matryoshka_dimensions in its predictor.yaml), not {dimensions}"
+            )
+        cut = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)
+        if self.config.normalize:
+            cut /= np.clip(np.linalg.norm(cut, axis=-1, keepdims=True), 1e-12, None)
+        return cut
 
     def drift_values(self, outputs: dict[str, Any], centroid: np.ndarray | None = None) -> dict[str, list]:
         """`cosine`: each text's vector against the reference centroid (none without one)."""

@@ -79,8 +79,9 @@ class TokenClassificationHead(TaskHead):
     needs_offsets = True
     per_token_output = True
     traits = TaskTraits(architectures=("ForTokenClassification",))
-    # Off by default: its inputs are the personal data it looks for (docs/performance.md).
-    cached_by_default = False
+    # Its inputs are the personal data it looks for: not cached by default (docs/performance.md), and
+    # hashed in prediction logs.
+    inputs_are_personal_data = True
     metrics = (TaskMetric(ENTITIES_PER_TEXT, "histogram", "Entity spans found per text (token classification).",
                           buckets=ENTITY_BUCKETS),)
     dashboard_panels = {
@@ -109,6 +110,14 @@ class TokenClassificationHead(TaskHead):
     def describe(self) -> dict[str, Any]:
         kinds = sorted({k for k in (entity_type(label)[0] for label in self.config.labels) if k})
         return {"entities": kinds}
+
+    def without_input_text(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        """Each entity without its `text` (the span of input it quotes); its offsets stay."""
+        return {
+            **outputs,
+            "entities": [[{k: v for k, v in entity.items() if k != "text"} for entity in entities]
+                         for entities in outputs["entities"]],
+        }
 
     def observe(self, outputs: dict[str, np.ndarray]) -> Iterable[Observation]:
         for count in self.drift_values(outputs)["entity_count"]:

@@ -83,7 +83,8 @@ def test_a_long_text_within_the_body_limit_is_cut_and_reported_truncated(server)
     long_text = "word " * 1_000_000  # 5 MB: under the body limit, far over max_length tokens
     reply = post(server, json.dumps(v2_document(["short", long_text])), JSON)
     assert reply.status_code == 200, reply.text[:300]
-    assert reply.json()["parameters"] == {"truncated_indices": "1"}
+    parameters = reply.json()["parameters"]
+    assert parameters["truncated_indices"] == "1" and set(parameters) == {"truncated_indices", "latency_ms"}
     v1 = requests.post(f"{server.url}/v1/models/{MODEL}:predict", json={"instances": [long_text]}, timeout=120)
     assert v1.status_code == 200 and v1.json()["predictions"][0]["truncated"] is True
 

@@ -34,3 +34,15 @@ def test_benchmark_reports_an_unreachable_server(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert run.returncode == 1 and "cannot reach" in run.stderr
+
+
+def test_benchmark_speaks_the_openai_embeddings_api(server, tmp_path):
+    numbers = tmp_path / "openai.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "predictors", "benchmark", "sentence-embedding", "--url", server.url, "--api", "openai",
+         "--concurrency", "2", "--texts-per-request", "1", "--duration", "1", "--cache-bust", "--json", str(numbers)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = json.loads(numbers.read_text())
+    assert row["requests"] > 0 and row["errors"] == {}

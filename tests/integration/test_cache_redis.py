@@ -16,6 +16,7 @@ import redis as redis_client
 import pytest
 
 from predictors.serving.scheduling.cache import CacheIdentity, RedisCache
+from predictors.serving.scheduling.scheduler import TextResult
 from tests.conftest import free_port, start_server
 from tests.helpers import linked_model_folder
 
@@ -63,9 +64,9 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-def row(text: str):
-    return ({"label": np.array([text[::-1]], dtype=object), "probabilities": np.array([[0.25, 0.75]], np.float32)},
-            False)
+def row(text: str) -> TextResult:
+    return TextResult({"label": np.array([text[::-1]], dtype=object), "probabilities": np.array([[0.25, 0.75]], np.float32)},
+                      False, len(text.split()) + 2)
 
 
 def test_entries_are_shared_and_keyed_by_version(redis_server):

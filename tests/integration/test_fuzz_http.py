@@ -150,3 +150,29 @@ def assert_answered_or_client_error_any_route(reply, what: str) -> None:
     if reply.status_code >= 400:
         body = reply.json()
         assert isinstance(body.get("error"), str) and body["error"], body
+
+
+def test_openapi_openai_routes_never_5xx(server):
+    """schemathesis over the OpenAI routes' documented bodies: every answer is a correct one or a 4xx
+    in OpenAI's error shape."""
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    routes = schema.include(path_regex=r"^/openai/v1/|^/v1/embeddings$")
+    cases = st.one_of(routes.as_strategy(GenerationMode.POSITIVE), routes.as_strategy(GenerationMode.NEGATIVE))
+    session = requests.Session()
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    @given(cases)
+    def fuzz(case):
+        body = case.body if isinstance(case.body, dict) else None
+        if body is not None and len(str(body.get("model", ""))) % 2 == 0:
+            body["model"] = "sentence-embedding"  # half the bodies reach the model
+        reply = case.call(base_url=server.url, session=session, timeout=60)
+        what = f"{case.method} {case.formatted_path}"
+        assert reply.status_code < 500, f"{what}: {reply.status_code}: {reply.text[:500]}"
+        if reply.status_code >= 400:
+            error = reply.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"} and error["message"], (what, error)
+
+    fuzz()
+    assert_still_serving(server)

@@ -101,3 +101,18 @@ def test_tritonclient_grpc_in_subprocess(server):
     assert result["metadata"]["inputs"][0] == {"name": "text", "datatype": "BYTES", "shape": ["-1"]}
     assert result["id"] == "t1" and result["labels"] == ["business", "tech"] and result["outputs"] == ["label"]
     assert result["bad_output"] == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_an_answer_carries_its_request_id_and_timings_in_trailers(server):
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name="news-topic", id="timed")
+    request.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
+        f"Shares rose after the results {id(server)}".encode())
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        answer, call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, timeout=60)
+    trailers = dict(call.trailing_metadata())
+    assert answer.id == "timed" and trailers["x-request-id"] == "timed"
+    stages = [entry.split(";")[0].strip() for entry in trailers["server-timing"].split(",")]
+    assert stages == ["queue", "tokenize", "backend", "postprocess", "total"]
+    assert "latency_ms" not in answer.parameters  # the protocol's parameters hold no floats: the trailer has it

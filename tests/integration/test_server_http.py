@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import urllib.request
 
 import numpy as np
@@ -199,15 +200,24 @@ def test_metrics_endpoint(server):
     assert "request_predict_seconds" in text
 
 
+#: What differs between two answers to the same request: the durations.
+DURATIONS = (re.compile(rb'"latency_ms":[0-9.]+'), re.compile(r"dur=[0-9.]+"))
+
+
 def raw_post(server, path, body: bytes, headers=JSON):
-    """(headers but date, request id and framing, body) of a 200 answer; http.client adds no Content-Type
-    of its own. Framing: the route sends binary answers chunked, the fast path with a Content-Length."""
+    """(headers but date, request id and framing, body) of a 200 answer, with the measured durations
+    (`latency_ms` in the body, `dur=` in Server-Timing) masked; http.client adds no Content-Type of its
+    own. Framing: the route sends binary answers chunked, the fast path with a Content-Length."""
     connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
     try:
         connection.request("POST", path, body=body, headers=headers)
         reply = connection.getresponse()
         assert reply.status == 200, reply.read()
-        return {k.lower(): v for k, v in reply.getheaders() if k.lower() not in ("date", "x-request-id", "content-length", "transfer-encoding")}, reply.read()
+        # the binary answer's JSON part is as long as its latency's digits
+        answer = {k.lower(): DURATIONS[1].sub("dur=#", v) for k, v in reply.getheaders() if k.lower() not in (
+            "date", "x-request-id", "content-length", "transfer-encoding", "inference-header-content-length")}
+        assert "total;dur=#" in answer["server-timing"]
+        return answer, DURATIONS[0].sub(b'"latency_ms":#', reply.read())
     finally:
         connection.close()
 
@@ -224,6 +234,7 @@ def test_json_fast_path_answers_byte_for_byte_as_the_full_route(server, name, ex
         extra = {"outputs": [{**o, "name": SPECS_FIRST_OUTPUT[name]} for o in extra["outputs"][:1]]}
     version = json.loads(urllib.request.urlopen(f"{server.url}/v2/models/{name}").read())["versions"][0]
     body = json.dumps(v2_body(SAMPLES[name], id="same-id", **extra)).encode()
+    raw_post(server, f"/v2/models/{name}/infer", body)  # cached from now on (where the model caches): the same stages below
     fast = raw_post(server, f"/v2/models/{name}/infer", body)
     route = raw_post(server, f"/v2/models/{name}/infer?model_version={version}", body)
     assert fast == route
@@ -232,3 +243,18 @@ def test_json_fast_path_answers_byte_for_byte_as_the_full_route(server, name, ex
 
 
 SPECS_FIRST_OUTPUT = {"news-topic": "label", "sentence-embedding": "embedding", "pii-ner": "entities"}
+
+
+def test_v2_and_v1_answers_carry_their_latency_and_stage_timings(server):
+    texts = SAMPLES["review-sentiment"] + [f"a text no request sent before {id(server)}"]
+    status, body = post(server, "/v2/models/review-sentiment/infer", v2_body(texts))
+    assert status == 200 and body["parameters"]["latency_ms"] > 0
+    request = urllib.request.Request(f"{server.url}/v1/models/news-topic:predict", headers=JSON,
+                                     data=json.dumps({"instances": [f"Markets rallied {id(server)}"]}).encode())
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        assert json.loads(reply.read())["latency_ms"] > 0
+        timings = dict(part.strip().split(";dur=") for part in reply.headers["server-timing"].split(","))
+    # a text that was not cached ran through every stage
+    assert list(timings) == ["queue", "tokenize", "backend", "postprocess", "total"]
+    assert all(float(v) >= 0 for v in timings.values())
+    assert float(timings["tokenize"]) + float(timings["backend"]) + float(timings["postprocess"]) <= float(timings["total"])

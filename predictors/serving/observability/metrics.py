@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 import weakref
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Iterable
 
 import numpy as np
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady, UnsupportedProtocol
@@ -33,7 +32,7 @@ COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 384, 512)
 RATIO_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
-PROTOCOLS = ("v2_rest", "v2_grpc", "v1")
+PROTOCOLS = ("v2_rest", "v2_grpc", "v1", "openai")
 OUTCOMES = ("success", "client_error", "overloaded", "not_ready", "timeout", "server_error")
 STAGES = ("queue", "tokenize", "backend", "postprocess")
 
@@ -70,6 +69,11 @@ TRUNCATED = Counter("predictors_truncated_texts", "Texts cut at the model's max_
 PADDING = Histogram(
     "predictors_chunk_padding_ratio", "Share of a chunk's token slots that are padding.", MODEL_LABELS,
     buckets=RATIO_BUCKETS,
+)
+PREDICTION_LOG_LINES = Counter(
+    "predictors_prediction_log_lines",
+    "Sampled requests' prediction log lines: written, dropped (the writer's queue was full) or failed (the write failed).",
+    [*MODEL_LABELS, "outcome"],
 )
 IN_FLIGHT = Gauge("predictors_requests_in_flight", "Inference requests being served now.", MODEL_LABELS)
 QUEUED = Gauge("predictors_queued_texts", "Texts waiting for a worker.", MODEL_LABELS)
@@ -233,16 +237,9 @@ def in_flight(key: tuple[str, str], change: int) -> None:
 
 
 # ---- inside the model ---------------------------------------------------------------------------
-Result = TypeVar("Result")
-
-
-def timed(model: Any, stage: str, function: Callable[..., Result], *args: Any) -> Result:
-    """`function(*args)`, its duration observed as `stage`."""
-    started = time.perf_counter()
-    try:
-        return function(*args)
-    finally:
-        STAGE_SECONDS.labels(*labels(model), stage).observe(time.perf_counter() - started)
+def observe_stage(model: Any, stage: str, seconds: float) -> None:
+    """One batch's `stage` (tokenize, backend, postprocess) took `seconds`."""
+    STAGE_SECONDS.labels(*labels(model), stage).observe(seconds)
 
 
 def observe_queue_wait(model: Any, seconds: float, texts: int, key: tuple[str, str] | None = None) -> None:

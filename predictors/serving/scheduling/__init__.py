@@ -5,9 +5,9 @@ observability only through the hooks the model core gives it."""
 from .admission import DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, request_timeout_seconds
 from .cache import ResponseCache, build_cache, lookup_then_compute
 from .door import DOOR_TICKET, DoorTicket
-from .scheduler import RequestRuns, Scheduler, SchedulerHooks, TextResult, assemble, settings_for
+from .scheduler import RanBatch, RequestRuns, Scheduler, SchedulerHooks, TextResult, assemble, settings_for
 
 __all__ = [
-    "DEFAULT_TIMEOUT_MS", "DOOR_TICKET", "DoorTicket", "REQUEST_TIMEOUT", "RequestRuns", "ResponseCache", "Scheduler", "SchedulerHooks",
+    "DEFAULT_TIMEOUT_MS", "DOOR_TICKET", "DoorTicket", "REQUEST_TIMEOUT", "RanBatch", "RequestRuns", "ResponseCache", "Scheduler", "SchedulerHooks",
     "TextResult", "assemble", "build_cache", "lookup_then_compute", "request_timeout_seconds", "settings_for",
 ]

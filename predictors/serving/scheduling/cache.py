@@ -28,7 +28,7 @@ from typing import Awaitable, Callable, Protocol
 import numpy as np
 
 from ...model import ModelConfig
-from .scheduler import TextResult
+from .scheduler import RequestRuns, TextResult
 
 logger = logging.getLogger("kserve.predictors")
 
@@ -155,10 +155,11 @@ def encode_result(result: TextResult) -> bytes:
             outputs[name] = ["object", list(values.shape), [str(v) for v in values.ravel()]]
         else:
             outputs[name] = [values.dtype.str, list(values.shape), base64.b64encode(values.tobytes()).decode()]
-    return json.dumps({"truncated": result[1], "outputs": outputs}).encode()
+    return json.dumps({"truncated": result.truncated, "tokens": result.tokens, "outputs": outputs}).encode()
 
 
 def decode_result(data: bytes) -> TextResult:
+    """An entry encode_result wrote; KeyError for one without a field this version needs (a miss)."""
     document = json.loads(data)
     outputs = {}
     for name, (dtype, shape, payload) in document["outputs"].items():
@@ -168,7 +169,7 @@ def decode_result(data: bytes) -> TextResult:
             outputs[name] = values.reshape(shape)
         else:
             outputs[name] = np.frombuffer(base64.b64decode(payload), dtype=np.dtype(dtype)).reshape(shape).copy()
-    return outputs, bool(document["truncated"])
+    return TextResult(outputs, bool(document["truncated"]), int(document["tokens"]))
 
 
 class RedisCache:
@@ -252,11 +253,15 @@ async def lookup_then_compute(
     cache: ResponseCache | None,
     texts: list[str],
     compute: Callable[[list[str]], Awaitable[list[TextResult]]],
+    runs: RequestRuns | None = None,
 ) -> list[TextResult]:
-    """Each text's result: from the cache where present, computed (once per distinct text) otherwise."""
+    """Each text's result: from the cache where present, computed (once per distinct text) otherwise.
+    `runs.cached_texts` counts the texts the cache answered."""
     if cache is None:
         return await compute(texts)
     found = await asyncio.to_thread(cache.get_many, texts) if cache.blocking else cache.get_many(texts)
+    if runs is not None:
+        runs.cached_texts = sum(result is not None for result in found)
     missing = list(dict.fromkeys(t for t, r in zip(texts, found) if r is None))
     if missing:
         computed = dict(zip(missing, await compute(missing)))
@@ -273,11 +278,11 @@ DEFAULT_MAX_MB = 64
 DEFAULT_TTL_SECONDS = 3600
 
 
-def build_cache(config: ModelConfig, weights: Path, cached_by_default: bool) -> ResponseCache | None:
-    """The cache predictor.yaml's `cache:` asks for (by default on where the task head says so:
-    TaskHead.cached_by_default), or None when it is off."""
+def build_cache(config: ModelConfig, weights: Path, personal_data: bool) -> ResponseCache | None:
+    """The cache predictor.yaml's `cache:` asks for (by default on, except for a model whose inputs
+    are personal data: TaskHead.personal_data), or None when it is off."""
     settings = config.cache
-    enabled = settings.enabled if settings.enabled is not None else cached_by_default
+    enabled = settings.enabled if settings.enabled is not None else not personal_data
     if not enabled:
         return None
     identity = CacheIdentity(config.name, config.version, weights_digest(weights))

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -42,11 +42,28 @@ from .door import Door
 
 logger = logging.getLogger("kserve.predictors")
 
-#: One text's outputs (each a 1-row array, dtype kept) and whether tokenization truncated it.
-TextResult = tuple[dict[str, np.ndarray], bool]
-#: Tokenize + backend + head for a list of texts on `threads` intra-op threads: per-output arrays and
-#: truncation flags.
-BatchRunner = Callable[[list[str], int], tuple[dict[str, np.ndarray], list[bool]]]
+class TextResult(NamedTuple):
+    """One text's outputs (each a 1-row array, dtype kept), whether tokenization truncated it, and
+    the tokens the model ran on it (after truncation, special tokens included)."""
+
+    outputs: dict[str, np.ndarray]
+    truncated: bool
+    tokens: int
+
+
+@dataclass(frozen=True)
+class RanBatch:
+    """What a BatchRunner returns for one batch: per-output arrays, per text its truncation flag and
+    tokens, and the seconds each stage of the batch took (tokenize, backend, postprocess)."""
+
+    outputs: dict[str, np.ndarray]
+    truncated: Sequence[bool]
+    tokens: Sequence[int]
+    stages: dict[str, float]
+
+
+#: Tokenize + backend + head for a list of texts on `threads` intra-op threads.
+BatchRunner = Callable[[list[str], int], RanBatch]
 
 #: The default token budget of a batch is batch_size texts of this many tokens.
 DEFAULT_TOKENS_PER_TEXT = 256
@@ -59,24 +76,34 @@ def estimate_tokens(text: str, max_length: int) -> int:
 
 def assemble(rows: Sequence[TextResult]) -> tuple[dict[str, np.ndarray], list[int]]:
     """Per-output arrays in request order and the indices of truncated texts, from per-text rows."""
-    names = rows[0][0].keys()
-    outputs = {name: np.concatenate([row[0][name] for row in rows]) for name in names}
-    return outputs, [i for i, (_, truncated) in enumerate(rows) if truncated]
+    names = rows[0].outputs.keys()
+    outputs = {name: np.concatenate([row.outputs[name] for row in rows]) for name in names}
+    return outputs, [i for i, row in enumerate(rows) if row.truncated]
 
 
-def split_rows(outputs: dict[str, np.ndarray], truncated: Sequence[bool]) -> list[TextResult]:
+def split_rows(ran: RanBatch) -> list[TextResult]:
     """A batch's outputs as one TextResult per text (copies, so a row does not pin its batch)."""
     return [
-        ({name: values[row : row + 1].copy() for name, values in outputs.items()}, bool(cut))
-        for row, cut in enumerate(truncated)
+        TextResult({name: values[row : row + 1].copy() for name, values in ran.outputs.items()}, bool(cut), int(tokens))
+        for row, (cut, tokens) in enumerate(zip(ran.truncated, ran.tokens))
     ]
 
 
 @dataclass
 class RequestRuns:
-    """Filled in by the scheduler for its caller: the backend runs a request's texts took part in."""
+    """Filled in for the caller of one request: the backend runs its texts took part in, how long it
+    waited for its first batch to start, the seconds of each stage summed over the batches that ran
+    its texts (batches run in parallel on several workers, so the sums can exceed the wall time),
+    and how many of its texts the response cache answered (lookup_then_compute)."""
 
     batches: int = 0
+    queue_seconds: float | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+    cached_texts: int = 0
+
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage, the queue first; nothing for a request the cache answered whole."""
+        return {**({"queue": self.queue_seconds} if self.queue_seconds is not None else {}), **self.stages}
 
 
 @dataclass(eq=False)
@@ -433,8 +460,11 @@ class Scheduler:
                         self.batch_size, self.settings.max_batch_tokens, self.settings.batches_across_requests
                     )
                     nothing_left = not len(self._queue)
-                if batch:
                     now = time.monotonic()
+                    for request in {id(r): r for r, _ in batch}.values():
+                        if request.runs.queue_seconds is None:  # its first batch: the wait for a worker ends
+                            request.runs.queue_seconds = now - request.enqueued_at
+                if batch:
                     self.hooks.started(sum(now - r.enqueued_at for r, _ in batch) / len(batch), len(batch))
                 for request in late:
                     request.resolve(deadline_exceeded(self.name, request.timeout_seconds, len(request.texts)))
@@ -453,7 +483,7 @@ class Scheduler:
         with self._lock:
             self.counters["runs_on_all_cpus" if threads > 1 else "runs_on_one_cpu"] += 1
         try:
-            outputs, truncated = self.run_batch([request.texts[i] for request, i in batch], threads)
+            ran = self.run_batch([request.texts[i] for request, i in batch], threads)
         except Exception as exc:  # the batch's requests fail; the worker and other requests go on
             logger.exception("model %s: a batch of %d texts failed", self.name, len(batch))
             failed = {id(r): r for r, _ in batch}.values()
@@ -467,10 +497,12 @@ class Scheduler:
         if threads == 1:  # the queue bound is for a full queue, where every run has one thread
             self.observe_run(len(batch), time.perf_counter() - started)
         finished = []
-        rows = split_rows(outputs, truncated)
+        rows = split_rows(ran)
         with self._lock:
             for request in {id(r): r for r, _ in batch}.values():
                 request.runs.batches += 1
+                for stage, seconds in ran.stages.items():
+                    request.runs.stages[stage] = request.runs.stages.get(stage, 0.0) + seconds
             for (request, index), row in zip(batch, rows):
                 if request.deliver(index, row):
                     finished.append(request)

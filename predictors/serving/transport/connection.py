@@ -39,12 +39,11 @@ class ConnectionGuard:
 
     def _admission(self, scope: dict) -> DoorTicket | QueueFull | None:
         route = infer_route(scope.get("path", "")) if scope.get("method") == "POST" else None
-        if route is None or self.repository is None:
+        if route is None or route.model is None or self.repository is None:  # OpenAI: at its route (door_admission)
             return None
         # The scheduler of the version the request names: an unversioned route's is the default's.
         model = self.repository.get_model(versioned_key(route.model, route.version) if route.version else route.model)
-        scheduler = getattr(model, "scheduler", None)
-        return scheduler.door.admit(_content_length(scope)) if scheduler is not None else None
+        return door_admission(model, _content_length(scope))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -110,6 +109,13 @@ class ConnectionGuard:
                 raise
         finally:
             watcher.cancel()
+
+
+def door_admission(model: Any, body_bytes: int | None) -> DoorTicket | QueueFull | None:
+    """The model's door for a request of `body_bytes` (scheduler/door.py): a ticket to hold (set as
+    DOOR_TICKET, released when the request ends), the refusal, or None when the model has no door."""
+    scheduler = getattr(model, "scheduler", None)
+    return scheduler.door.admit(body_bytes) if scheduler is not None else None
 
 
 def _content_length(scope: dict) -> int | None:

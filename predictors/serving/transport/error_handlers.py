@@ -74,11 +74,12 @@ REST_HANDLERS = {
 
 
 class ErrorBoundary:
-    """ASGI middleware just inside the request-id middleware: an exception that no route handler
-    answered (a body that stalled, a bug) gets its JSON answer here (408, 413..., 500 for a bug) and
-    goes no further. Starlette's outermost error middleware would answer it too, but then re-raise
-    it, and uvicorn closes the client's kept-alive connection after any exception, so the client's
-    next request would fail as well."""
+    """ASGI middleware outside the connection guards (inside the request-id, CORS and OpenAI error
+    shape middlewares): an exception that no route handler answered (a body that stalled, a bug)
+    gets its JSON answer here (408, 413..., 500 for a bug) and goes no further. Starlette's
+    outermost error middleware would answer it too, but then re-raise it, and uvicorn closes the
+    client's kept-alive connection after any exception, so the client's next request would fail as
+    well."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

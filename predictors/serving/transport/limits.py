@@ -82,7 +82,8 @@ class BodyLimit:
 
     def limit_for(self, path: str) -> int:
         route = model_route(path)
-        model = self.models.get_model(route.model) if route else None
+        # An OpenAI body names its model: the default limit here, the model's own once parsed (openai_api.py)
+        model = self.models.get_model(route.model) if route and route.model else None
         return getattr(getattr(model, "config", None), "max_body_bytes", None) or self.default_limit
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:

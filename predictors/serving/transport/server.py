@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import ORJSONResponse
+from starlette.middleware.cors import CORSMiddleware
 from kserve.constants.constants import DEFAULT_HTTP_PORT, DEFAULT_HTTPS_PORT
 from kserve.protocol.rest.server import PrintTimings
 from kserve.protocol.rest.ssl_cert_refresher import SSLCertRefresher
@@ -40,13 +40,16 @@ from timing_asgi import TimingMiddleware
 from timing_asgi.integrations import StarletteScopeToName
 
 from ...model.environment import ServerEnvironment
+from ..observability.prediction_log import close_all as close_prediction_logs
 from ..repository import PredictorRepository
+from .api_docs import DocPagesPolicy, describe_api, new_app
 from .connection import ConnectionGuard
 from .dataplane import HonestDataPlane
 from .error_handlers import REST_HANDLERS, ErrorBoundary
 from .fast_path import V2JsonInference
 from .grpc import PredictorServicer, grpc_server
 from .limits import BodyLimit
+from .openai_api import OpenAIErrorShape, register_openai_routes
 from .request_ids import RequestIdMiddleware
 from .routes import register_routes
 from ..seams import GuardedHttpProtocol, QuietSignalsServer
@@ -123,14 +126,13 @@ def build_app(repository: PredictorRepository, dataplane: HonestDataPlane, optio
               environment: ServerEnvironment, is_stopping: Callable[[], bool]) -> FastAPI:
     """The HTTP app: our routes first (they answer before kserve's same paths), kserve's V1/V2
     routes, error handlers that answer JSON, and the middlewares, outermost last."""
-    app = FastAPI(
-        title="predictors", version=metadata.version("predictors"),
-        docs_url="/docs" if options.enable_docs_url else None, redoc_url=None, default_response_class=ORJSONResponse,
-    )
+    app = new_app("predictors", metadata.version("predictors"), options.enable_docs_url)
     register_routes(app, repository, dataplane, is_stopping)
+    register_openai_routes(app, repository, dataplane)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
     register_v1_endpoints(app, dataplane, None)
     register_v2_endpoints(app, dataplane, None)
+    describe_api(app, repository)
     for exception, handler in REST_HANDLERS.items():
         app.add_exception_handler(exception, handler)
     if options.enable_latency_logging:  # kserve's per-request timing lines (a getrusage() per request)
@@ -146,16 +148,38 @@ def build_app(repository: PredictorRepository, dataplane: HonestDataPlane, optio
         logging.getLogger("uvicorn.access").handlers = []
         app.add_middleware(AccessLoggerMiddleware, format=options.access_log_format)
         logging.getLogger("access").propagate = False
+    if options.enable_docs_url:
+        app.add_middleware(DocPagesPolicy)
     app.add_middleware(V2JsonInference, dataplane=dataplane)  # innermost: the body is read and checked by now
     app.add_middleware(BodyLimit, models=repository)
     app.add_middleware(ConnectionGuard, repository=repository, body_timeout=environment.body_timeout)
     # Every exception from here in (a body timeout, a bug) is answered here and goes no further:
     # uvicorn drops the client's kept-alive connection after any exception that reaches it.
     app.add_middleware(ErrorBoundary)
+    app.add_middleware(OpenAIErrorShape)  # outside the guards and the boundary: their answers are reshaped too
+    if environment.cors_allowed_origins:  # outside the guards too: a browser reads their refusals only with CORS headers
+        app.add_middleware(CrossOrigin, origins=environment.cors_allowed_origins)
     # Outermost, so that the guard's early answers (429 before the body, 408) carry a request id and
     # are counted in the metrics too.
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+class CrossOrigin(CORSMiddleware):
+    """Starlette's CORS middleware (preflights and simple requests per the Fetch standard) for the
+    configured origins, every method the API has, any request header (the clients' own, such as
+    tritonclient's binary header or the OpenAI client's), no credentials (the API uses no cookies).
+    A page of an allowed origin may read the headers an answer carries for it (request id,
+    Server-Timing, Retry-After, the binary extension's header length), and Timing-Allow-Origin lets
+    its Resource Timing API see the Server-Timing entries too (the W3C rule for cross-origin
+    requests)."""
+
+    EXPOSED = ("x-request-id", "server-timing", "retry-after", "inference-header-content-length")
+
+    def __init__(self, app: Any, origins: tuple[str, ...]) -> None:
+        super().__init__(app, allow_origins=origins, allow_methods=("GET", "POST", "OPTIONS"), allow_headers=("*",),
+                         expose_headers=self.EXPOSED, max_age=600)
+        self.simple_headers["Timing-Allow-Origin"] = "*" if "*" in origins else ", ".join(origins)
 
 
 class PredictorServer:
@@ -248,6 +272,7 @@ class PredictorServer:
         await asyncio.gather(*waits, return_exceptions=True)
         for name in list(self.repository.entries):
             self.repository.unload(name)
+        close_prediction_logs()  # the lines still queued are written
         logger.info("stopped")
 
     async def _lifecycle(self) -> None:

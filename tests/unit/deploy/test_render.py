@@ -143,3 +143,27 @@ def test_render_then_check_names_a_stale_and_a_leftover_file(models_dir, tmp_pat
     assert not (out / "examples" / "old.yaml").exists() and (out / "overlays" / "kustomization.yaml").exists()
     assert manifests_cli._check(_args(models_dir, out)) == 0
     shutil.rmtree(out)
+
+
+def test_api_docs_kserves_logger_and_a_prediction_log_folder_from_predictor_yaml(tmp_path, registry):
+    from predictors.deploy.render import render_inference_service
+    from predictors.deploy.validation import Document, validate_documents
+    from predictors.tasks import load_model_config
+    from tests.helpers import write_folder
+
+    architecture, settings = FOLDERS["review-sentiment"]
+    folder = write_folder(tmp_path / "logged", architecture=architecture, predictor_yaml=settings + (
+        "  api_docs: true\n  logger: {mode: response, url: http://payload-logger.monitoring.svc/events}\n"
+        "prediction_log: {sample: 0.01, path: /var/log/predictions/logged.jsonl, max_mb: 50, backups: 2}\n"))
+    isvc = render_inference_service(load_model_config(folder))
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["logger"] == {"mode": "response", "url": "http://payload-logger.monitoring.svc/events"}
+    assert predictor["model"]["args"] == ["--enable_docs_url", "true"]
+    from predictors.deploy.render import render_runtime
+    assert effective_container(isvc, render_runtime())["args"][-2:] == ["--enable_docs_url", "true"]  # after the runtime's
+    assert predictor["model"]["volumeMounts"] == [{"name": "prediction-log", "mountPath": "/var/log/predictions"}]
+    assert predictor["volumes"] == [{"name": "prediction-log", "emptyDir": {"sizeLimit": "151Mi"}}]
+    assert validate_documents([Document("runtime.yaml", render_runtime()), Document("logged.yaml", isvc)], registry) == []
+    plain = render_inference_service(load_model_config(write_folder(tmp_path / "plain", architecture=architecture,
+                                                                    predictor_yaml=settings)))
+    assert {"logger", "volumes"}.isdisjoint(plain["spec"]["predictor"]) and "args" not in plain["spec"]["predictor"]["model"]

@@ -17,9 +17,23 @@ from predictors.serving.repository import PredictorRepository
 from tests.helpers import write_folder
 
 
+class StandInTokenizer:
+    """What the serving layer asks of a tokenizer outside the backend: its vocabulary size, and
+    decoding ids (id n is the word `w<n>`; ids 0 and 1 are special tokens, dropped when asked)."""
+
+    def __len__(self) -> int:
+        return 100
+
+    def decode(self, ids, skip_special_tokens=False) -> str:
+        return " ".join(f"w{i}" for i in ids if not (skip_special_tokens and i < 2))
+
+
 class StandInPredictor(TextPredictor):
     """TextPredictor with a stand-in runtime. Class-level switches let a test make the next loads
-    fail (`fail_loads`), fail in the warm-up (`fail_warm_up`) or wait (`hold_loads`, an Event)."""
+    fail (`fail_loads`), fail in the warm-up (`fail_warm_up`) or wait (`hold_loads`, an Event).
+    A classification folder answers label = the text, score = its length; an embedding folder
+    (architecture BertModel) a unit vector of the text's length and word count; tokens per text are
+    its words + 2."""
 
     fail_loads = False
     fail_warm_up = False
@@ -32,7 +46,7 @@ class StandInPredictor(TextPredictor):
             raise RuntimeError("stand-in load failure")
         self.choice = BackendChoice("stand-in", self.config.path / "config.json", "a stand-in for unit tests")
         self.backend = SimpleNamespace(per_text=False, device_choice=DeviceChoice("cpu", "stand-in"), input_names=())
-        self.tokenizer = object()
+        self.tokenizer = StandInTokenizer()
 
     def _warm_up(self) -> None:
         if self.fail_warm_up:
@@ -40,18 +54,27 @@ class StandInPredictor(TextPredictor):
         super()._warm_up()
 
     def run_batch(self, texts, timer=None, threads=1) -> BatchRun:
+        tokens = np.array([len(t.split()) + 2 for t in texts])
+        if self.head.embedding_output:
+            vectors = np.zeros((len(texts), self.head.dimension), np.float32)
+            vectors[:, 0], vectors[:, 1] = [len(t) + 1 for t in texts], [len(t.split()) for t in texts]
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            return BatchRun(vectors, {self.head.embedding_output: vectors}, [False] * len(texts), tokens,
+                            int(tokens.max()) * len(texts))
         probabilities = np.array([[len(t) % 2, 1 - len(t) % 2] for t in texts], dtype=np.float32)
         outputs = {"label": np.array(texts, dtype=object), "score": np.array([len(t) for t in texts], np.float32),
                    "probabilities": probabilities}
-        tokens = np.array([len(t.split()) + 2 for t in texts])
         return BatchRun(probabilities, outputs, [False] * len(texts), tokens, int(tokens.max()) * len(texts))
 
 
 def stand_in_repository(root: Path, names: tuple[str, ...] = ("m",), predictor_yaml: str = "cache: {enabled: false}\n",
-                        **settings) -> PredictorRepository:
-    """A models folder of config-only model folders, served by StandInPredictor."""
+                        embedders: tuple[str, ...] = (), **settings) -> PredictorRepository:
+    """A models folder of config-only model folders, served by StandInPredictor: classification
+    models `names`, embedding models `embedders`."""
     for name in names:
         write_folder(root / name, predictor_yaml=predictor_yaml)
+    for name in embedders:
+        write_folder(root / name, architecture="BertModel", labels=(), predictor_yaml=predictor_yaml)
     repository = PredictorRepository(root, predictor_class=StandInPredictor, **settings)
     repository.scan()
     return repository

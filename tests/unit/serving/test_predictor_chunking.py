@@ -67,7 +67,7 @@ def test_request_chunks_count_the_backend_runs_that_happened(tmp_path):
     from prometheus_client import REGISTRY
 
     predictor, seen = stand_in_predictor(tmp_path, batch_size=2)
-    predictor.cache = build_cache(predictor.config, predictor.config.path / "config.json", cached_by_default=True)
+    predictor.cache = build_cache(predictor.config, predictor.config.path / "config.json", personal_data=False)
     predictor.scheduler = predictor._scheduler()
     predictor.scheduler.start()
     key = {"model": predictor.name, "version": predictor.config.version}

@@ -73,8 +73,9 @@ def test_chunk_stage_and_queue_observations(tmp_path):
     metrics.observe_queue_wait(model, 0.01, 2)
     assert value("predictors_queued_texts", **key) == 0
     assert value("predictors_stage_duration_seconds_count", **key, stage="queue") == 1
-    assert metrics.timed(model, "tokenize", sum, [1, 2]) == 3
+    metrics.observe_stage(model, "tokenize", 0.002)
     assert value("predictors_stage_duration_seconds_count", **key, stage="tokenize") == 1
+    assert value("predictors_stage_duration_seconds_sum", **key, stage="tokenize") == 0.002
     metrics.observe_plan(model, texts=5, chunks=2)
     assert value("predictors_request_chunks_sum", **key) == 2
 

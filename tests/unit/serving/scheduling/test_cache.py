@@ -12,16 +12,16 @@ import pytest
 from predictors.serving.scheduling.cache import (
     CacheIdentity, MemoryCache, build_cache, decode_result, encode_result, lookup_then_compute,
 )
-from predictors.serving.scheduling.scheduler import assemble
+from predictors.serving.scheduling.scheduler import TextResult, assemble
 from predictors.tasks import head_for, load_model_config
 from tests.helpers import write_folder
 
 IDENTITY = CacheIdentity("m", "1", "ab" * 32)
 
 
-def row(text: str):
-    return ({"label": np.array([text.upper()], dtype=object), "vector": np.full((1, 4), len(text), np.float32)},
-            text.startswith("long"))
+def row(text: str) -> TextResult:
+    return TextResult({"label": np.array([text.upper()], dtype=object), "vector": np.full((1, 4), len(text), np.float32)},
+                      text.startswith("long"), len(text) + 2)
 
 
 class StandInCompute:
@@ -97,7 +97,7 @@ def test_cache_defaults_by_task_head_and_settings(tmp_path, yaml_text, task_arch
     folder = write_folder(tmp_path / "m", architecture=task_arch, predictor_yaml=yaml_text, files=("model.onnx",))
     (folder / "model.onnx").write_bytes(b"weights v1")
     config = load_model_config(folder)
-    cache = build_cache(config, folder / "model.onnx", cached_by_default=head_for(config).cached_by_default)
+    cache = build_cache(config, folder / "model.onnx", personal_data=head_for(config).personal_data)
     assert (cache.stats()["backend"] if cache else None) == expected
     if cache is not None and "max_mb" in yaml_text:
         assert cache.stats()["max_mb"] == 8 and cache.ttl_seconds == 30
@@ -106,9 +106,9 @@ def test_cache_defaults_by_task_head_and_settings(tmp_path, yaml_text, task_arch
 def test_the_key_changes_with_version_and_weights(tmp_path):
     folder = write_folder(tmp_path / "m", predictor_yaml="version: 1\n", files=("model.onnx",))
     (folder / "model.onnx").write_bytes(b"weights v1")
-    first = build_cache(load_model_config(folder), folder / "model.onnx", cached_by_default=True).identity
+    first = build_cache(load_model_config(folder), folder / "model.onnx", personal_data=False).identity
     (folder / "model.onnx").write_bytes(b"weights v2")
-    second = build_cache(load_model_config(folder), folder / "model.onnx", cached_by_default=True).identity
+    second = build_cache(load_model_config(folder), folder / "model.onnx", personal_data=False).identity
     (folder / "predictor.yaml").write_text("version: 2\n")
-    third = build_cache(load_model_config(folder), folder / "model.onnx", cached_by_default=True).identity
+    third = build_cache(load_model_config(folder), folder / "model.onnx", personal_data=False).identity
     assert len({first.prefix, second.prefix, third.prefix}) == 3

@@ -17,7 +17,7 @@ from predictors.serving.errors import DeadlineExceeded, QueueFull
 from predictors.serving.scheduling import scheduler as scheduler_module
 from predictors.serving.scheduling.chunking import chunk_plan, reassemble, run_chunks
 from predictors.serving.scheduling.compute_slots import ComputeSlots
-from predictors.serving.scheduling.scheduler import Scheduler, SchedulerSettings, assemble, estimate_tokens
+from predictors.serving.scheduling.scheduler import RanBatch, RequestRuns, Scheduler, SchedulerSettings, assemble, estimate_tokens
 
 
 class StandInRunner:
@@ -45,9 +45,9 @@ class StandInRunner:
         with self.lock:
             self.batches.append(list(texts))
             self.threads_now -= threads
-        return (
+        return RanBatch(
             {"label": np.array(texts, dtype=object), "score": np.array([len(t) for t in texts], np.float32)},
-            [t.startswith("long") for t in texts],
+            [t.startswith("long") for t in texts], [len(t.split()) + 2 for t in texts], {"backend": 0.001 * len(texts)},
         )
 
 
@@ -123,7 +123,8 @@ def test_scheduled_results_equal_the_direct_run():
 
     scheduled = assemble(asyncio.run(main()))
     plan = chunk_plan(texts, 3)  # as a request alone is chunked
-    direct = reassemble(len(texts), plan, run_chunks(lambda chunk: runner([texts[i] for i in chunk]), plan))
+    ran = run_chunks(lambda chunk: runner([texts[i] for i in chunk]), plan)
+    direct = reassemble(len(texts), plan, [(batch.outputs, batch.truncated) for batch in ran])
     scheduler.stop()
     assert list(scheduled[0]["label"]) == list(direct[0]["label"]) == texts
     np.testing.assert_array_equal(scheduled[0]["score"], direct[0]["score"])
@@ -340,7 +341,7 @@ def test_a_bad_pinning_setting_fails_the_start_not_the_worker_threads(monkeypatc
     monkeypatch.setenv("PREDICTORS_PIN_CPUS", "sometimes")
     settings = SchedulerSettings(batch_size=4, max_batch_tokens=10_000, max_length=512, workers=1,
                                  batches_across_requests=True, max_queue_texts=None)
-    scheduler = Scheduler("stand-in", lambda texts, threads: ({}, []), settings)
+    scheduler = Scheduler("stand-in", lambda texts, threads: RanBatch({}, [], [], {}), settings)
     with pytest.raises(EnvironmentSettingError, match="PREDICTORS_PIN_CPUS"):
         scheduler.start()
     assert not scheduler._threads
@@ -398,3 +399,24 @@ def test_runs_stay_on_one_cpu_when_turned_off():
     asyncio.run(scheduler.submit(["alone"]))
     scheduler.stop()
     assert runner.threads == [1] and scheduler.counters["runs_on_all_cpus"] == 0
+
+
+def test_a_requests_stages_are_summed_over_the_batches_that_ran_its_texts():
+    """The runner reports 1 ms of backend per text of a batch: a 6-text request runs in batches of 4
+    and 2 (6 ms in all), after waiting behind the held batch."""
+    gate, runner, scheduler = held_scheduler(batch_size=4)
+
+    async def main():
+        busy = await occupy(scheduler, runner)
+        runs = RequestRuns()
+        task = asyncio.create_task(scheduler.submit(texts_of("big", 6), runs=runs))
+        await until(lambda: queued(scheduler) == 6)
+        gate.set()
+        await asyncio.gather(busy, task)
+        return runs
+
+    runs = asyncio.run(main())
+    scheduler.stop()
+    assert runs.batches == 2 and runs.stages == {"backend": pytest.approx(0.006)}
+    assert runs.queue_seconds > 0
+    assert list(runs.timings()) == ["queue", "backend"]

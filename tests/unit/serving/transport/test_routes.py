@@ -115,3 +115,27 @@ def test_several_server_processes_are_refused_with_the_reason():
     ServerOptions(workers=1).check()
     with pytest.raises(ServerStartError, match="--workers 2: this server runs one process"):
         ServerOptions(workers=2).check()
+
+
+def server_timing(header: str) -> dict[str, float | None]:
+    """W3C Server-Timing entries as {name: dur or None}."""
+    entries = {}
+    for entry in header.split(","):
+        name, *params = [part.strip() for part in entry.split(";")]
+        durations = [float(p[4:]) for p in params if p.startswith("dur=")]
+        entries[name] = durations[0] if durations else None
+    return entries
+
+
+def test_every_answer_carries_its_timings(served):
+    client, _, _ = served
+    v2 = client.post("/v2/models/m/infer", json=infer_body(["a b", "c"]))
+    timings = server_timing(v2.headers["server-timing"])
+    assert list(timings)[0] == "queue" and list(timings)[-1] == "total"
+    assert 0 <= timings["queue"] <= timings["total"]
+    latency = v2.json()["parameters"]["latency_ms"]
+    assert 0 < latency <= timings["total"]  # measured before the answer is encoded, the total as it is sent
+    v1 = client.post("/v1/models/m:predict", json={"instances": ["a"]})
+    assert v1.json()["latency_ms"] > 0 and "total" in server_timing(v1.headers["server-timing"])
+    for reply in (client.get("/v2/models/m"), client.post("/v2/models/m/infer", json={}), client.get("/nowhere")):
+        assert list(server_timing(reply.headers["server-timing"])) == ["total"]
