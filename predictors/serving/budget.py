@@ -114,18 +114,21 @@ class Resident:
     bytes: int
     last_used: float  # monotonic seconds of its last request (or its load)
     evictable: bool
-    why_kept: str = ""  # when not evictable: "2 requests in flight", "a startup model", "loading"
+    why_kept: str = ""  # when not evictable: "2 requests in flight", "a startup model", "being loaded"
+    busy: bool = False  # kept only for now (requests, a load): it may be evictable in a moment
 
 
-def plan_evictions(needed: int, free: int, residents: list[Resident]) -> list[Resident] | None:
+def plan_evictions(needed: int, free: int, residents: list[Resident], once_idle: bool = False) -> list[Resident] | None:
     """The least recently used evictable models whose memory makes `needed` bytes fit in `free`
     (none when it fits already), or None when even all of them would not be enough: then nothing
-    is evicted for a load that cannot happen."""
+    is evicted for a load that cannot happen. With `once_idle`, busy models count as evictable
+    (would the load fit once they are idle?)."""
     if needed <= free:
         return []
     victims: list[Resident] = []
     gained = 0
-    for resident in sorted((r for r in residents if r.evictable), key=lambda r: r.last_used):
+    candidates = (r for r in residents if r.evictable or (once_idle and r.busy))
+    for resident in sorted(candidates, key=lambda r: r.last_used):
         victims.append(resident)
         gained += resident.bytes
         if free + gained >= needed:

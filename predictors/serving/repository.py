@@ -83,6 +83,11 @@ RETRY_FAILED_LOAD_SECONDS = 10.0
 HOUSEKEEPING_SECONDS = 1.0
 #: Eviction rounds one load may take before giving up (each round re-measures the process).
 MAX_EVICTION_ROUNDS = 8
+#: A load that would fit once busy models finish their requests waits this long for them (each
+#: waiting request at most its own deadline) before it is refused with 503: under a rotating
+#: workload a model is busy for milliseconds at a time.
+ROOM_WAIT_SECONDS = 10.0
+ROOM_POLL_SECONDS = 0.02
 
 
 def versioned_key(name: str, version: str) -> str:
@@ -180,6 +185,7 @@ class PredictorRepository(ModelRepository):
         self.cache = storage_cache or StorageCache()
         self.read_only = read_only
         self._load_slot = asyncio.Lock()  # one load at a time, so each measurement is that model's own
+        self.room_wait_seconds = ROOM_WAIT_SECONDS
         metrics.report_memory(self.memory_report)
 
     @classmethod
@@ -455,16 +461,16 @@ class PredictorRepository(ModelRepository):
     def _resident(self, entry: ModelEntry) -> Resident:
         """A loaded model as eviction sees it: its size, when it was last used, and whether it may go."""
         size = sum(self.sizes.get((entry.name, v), ModelSize(0, 0, False)).resident for v in entry.slots)
-        why = ""
         if not entry.loads_lazily:
-            why = f"a {entry.loading} model"
-        elif entry.lock.locked():
+            return Resident(entry.name, size, entry.last_used, evictable=False, why_kept=f"a {entry.loading} model")
+        why = ""
+        if entry.lock.locked():
             why = "being loaded or unloaded"
         else:
             busy = sum(p.inflight for p in entry.loaded())
             if busy or not all(p.idle for p in entry.loaded()):
                 why = f"{busy} request(s) in flight" if busy else "requests queued"
-        return Resident(entry.name, size, entry.last_used, evictable=not why, why_kept=why)
+        return Resident(entry.name, size, entry.last_used, evictable=not why, why_kept=why, busy=bool(why))
 
     def _residents(self, exclude: ModelEntry | None = None) -> list[Resident]:
         return [self._resident(e) for e in self.entries.values() if e is not exclude and e.loaded()]
@@ -480,19 +486,28 @@ class PredictorRepository(ModelRepository):
         return guess_size(weights)
 
     async def _make_room(self, entry: ModelEntry, needed: int, purpose: str) -> None:
-        """Evict least recently used idle models until `needed` bytes of the budget are free, or
-        raise NoMemoryForModel naming the budget and what holds it."""
+        """Evict least recently used idle models until `needed` bytes of the budget are free. When it
+        would fit only once busy models finish their requests, wait for that (room_wait_seconds);
+        else, or past that, raise NoMemoryForModel naming the budget and what holds it."""
         budget = self.budget.budget
         if budget is None:
             return
-        for _ in range(MAX_EVICTION_ROUNDS):
+        rounds = 0
+        waiting_since: float | None = None
+        while rounds < MAX_EVICTION_ROUNDS:
             used = self.used_bytes()
             residents = self._residents(exclude=entry)
             plan = plan_evictions(needed, budget - used, residents)
             if plan is None:
-                raise self._no_room(entry, needed, budget, used, residents, purpose)
+                waiting_since = waiting_since or time.monotonic()
+                if plan_evictions(needed, budget - used, residents, once_idle=True) is None \
+                        or time.monotonic() - waiting_since >= self.room_wait_seconds:
+                    raise self._no_room(entry, needed, budget, used, residents, purpose)
+                await asyncio.sleep(ROOM_POLL_SECONDS)  # a busy model goes idle in a moment
+                continue
             if not plan:
                 return
+            rounds += 1
             for victim in plan:
                 await self._evict(self.entries[victim.name], "budget",
                                   f"evicted to make room for model '{entry.name}' (least recently used, idle "
@@ -503,6 +518,7 @@ class PredictorRepository(ModelRepository):
     def _no_room(self, entry: ModelEntry, needed: int, budget: int, used: int, residents: list[Resident],
                  purpose: str) -> NoMemoryForModel:
         held = "; ".join(f"'{r.name}' {format_bytes(r.bytes)} ({r.why_kept})" for r in residents if not r.evictable)
+        waited = f" (waited {self.room_wait_seconds:g} s for the busy ones)" if any(r.busy for r in residents) else ""
         if needed > budget:
             return NoMemoryForModel(
                 f"model '{entry.name}' needs {format_bytes(needed)} to {purpose}, more than the whole model memory "
@@ -511,7 +527,7 @@ class PredictorRepository(ModelRepository):
         return NoMemoryForModel(
             f"model '{entry.name}' needs {format_bytes(needed)} of the model memory budget to {purpose}, but "
             f"{format_bytes(max(0, budget - used))} of {format_bytes(budget)} are free ({self.budget.source}) and no "
-            f"loaded model can be evicted now: {held or 'none is loaded'}; retry after 1 s", 1)
+            f"loaded model could be evicted{waited}: {held or 'none is loaded'}; retry after 1 s", 1)
 
     async def _evict(self, entry: ModelEntry, reason: str, why: str) -> bool:
         """Free an idle model: new requests find it UNLOADED (and load it again), then its memory is

@@ -153,6 +153,7 @@ def test_eviction_order_is_least_recently_used_and_never_a_model_with_work(tmp_p
 def test_a_full_budget_with_only_busy_models_is_a_503_naming_the_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(StandInPredictor, "holds_bytes", MODEL_BYTES)
     repository = lazy_repository(tmp_path, ("busy", "waiting"), model_memory=70 * MiB)
+    repository.room_wait_seconds = 0.3
 
     async def main() -> None:
         await answer(repository, "busy")
@@ -161,6 +162,7 @@ def test_a_full_budget_with_only_busy_models_is_a_503_naming_the_budget(tmp_path
             await repository.acquire("waiting", deadline_seconds=lambda: 5.0)
         assert "model memory budget" in refused.value.message and "PREDICTORS_MODEL_MEMORY" in refused.value.message
         assert "'busy'" in refused.value.message and "in flight" in refused.value.message
+        assert "waited 0.3 s for the busy ones" in refused.value.message
         assert refused.value.headers() == {"Retry-After": "1"} and refused.value.http_status == 503
         assert state(repository, "busy") == READY and state(repository, "waiting") == UNLOADED
         repository.resolve("busy").inflight -= 1
@@ -169,6 +171,25 @@ def test_a_full_budget_with_only_busy_models_is_a_503_naming_the_budget(tmp_path
 
     asyncio.run(main())
     repository.unload("waiting")
+
+
+def test_a_load_waits_for_a_busy_model_to_finish_instead_of_failing(tmp_path, monkeypatch):
+    monkeypatch.setattr(StandInPredictor, "holds_bytes", MODEL_BYTES)
+    repository = lazy_repository(tmp_path, ("busy", "next"), model_memory=70 * MiB)
+
+    async def main() -> None:
+        await answer(repository, "busy")
+        busy = repository.resolve("busy")
+        busy.inflight += 1  # a request in flight: "next" cannot get room yet
+        waiting = asyncio.create_task(answer(repository, "next"))
+        await asyncio.sleep(0.3)
+        assert not waiting.done() and state(repository, "busy") == READY
+        busy.inflight -= 1  # the request is answered: now the busy model may go
+        await asyncio.wait_for(waiting, 10)
+        assert [state(repository, n) for n in ("busy", "next")] == [UNLOADED, READY]
+
+    asyncio.run(main())
+    repository.unload("next")
 
 
 def test_startup_models_are_never_evicted(tmp_path, monkeypatch):
