@@ -78,6 +78,9 @@ class DeploySection(_Strict):
     storage_prefix: Text | None = None
     termination_grace_seconds: NonNegativeInt | None = None
     p99_budget_seconds: PositiveNumber | None = None  # the latency alert's threshold for this model
+    # The rendered InferenceService turns the repository's load/unload routes off unless this says
+    # read-write (a load from a URI makes the pod fetch with its credentials: docs/deploy.md).
+    repository_api: Annotated[Literal["read-only", "read-write"], Field(description="read-only or read-write")] | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The keys the file sets, as plain values."""
