@@ -720,7 +720,8 @@ class PredictorRepository(ModelRepository):
         if cached is not None and reason == "first_request":
             return cached
         fetched = await self.cache.fetch(entry.name, uri, guard)
-        entry.downloaded = {"uri": uri.text, "bytes": fetched.bytes, "files": fetched.files, "seconds": fetched.seconds}
+        entry.downloaded = {"uri": uri.text, "bytes": fetched.bytes, "files": fetched.files, "seconds": fetched.seconds,
+                            "wall_seconds": fetched.wall_seconds}
         metrics.observe_download(entry.name, fetched.bytes or 0, fetched.seconds or 0.0)
         return fetched.folder
 

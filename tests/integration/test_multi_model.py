@@ -114,10 +114,14 @@ def test_lazy_models_are_ready_without_loading_anything(server: RunningServer) -
 def test_twenty_concurrent_first_requests_share_one_load(server: RunningServer) -> None:
     barrier = threading.Barrier(20)
     answers: list[int] = []
+    waits: list[int] = []
 
     def first_request() -> None:
         barrier.wait()
-        answers.append(infer(server, "ner-lazy", ["Call Maria at 555-0198"])[0])
+        status, _, headers = infer(server, "ner-lazy", ["Call Maria at 555-0198"])
+        answers.append(status)
+        if "x-model-load-wait-ms" in headers:  # this request waited for the load (a cold start)
+            waits.append(int(headers["x-model-load-wait-ms"]))
 
     threads = [threading.Thread(target=first_request) for _ in range(20)]
     for thread in threads:
@@ -125,6 +129,7 @@ def test_twenty_concurrent_first_requests_share_one_load(server: RunningServer) 
     for thread in threads:
         thread.join()
     assert answers == [200] * 20
+    assert waits and all(wait > 0 for wait in waits)
     assert metric(server, "predictors_model_loads_total", model="ner-lazy", reason="first_request", outcome="loaded") == 1
     assert metric(server, "predictors_cold_start_wait_seconds_count", model="ner-lazy") >= 1
     post(f"{server.url}/v2/repository/models/ner-lazy/unload")  # out of the way of the budget tests

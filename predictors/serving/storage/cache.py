@@ -48,7 +48,8 @@ class Fetched:
     folder: Path
     bytes: int | None = None
     files: int | None = None
-    seconds: float | None = None
+    seconds: float | None = None  # the download itself
+    wall_seconds: float | None = None  # with the download process's start (Python, kserve-storage, the SDK)
 
 
 class StorageCache:
@@ -90,6 +91,7 @@ class StorageCache:
     async def fetch(self, name: str, uri: StorageUri, guard: HttpGuard | None) -> Fetched:
         """Download `uri` afresh and rename it into the cache as model `name`'s copy. Raises the
         serving error that says why it failed; nothing half-written is left or served."""
+        started = time.monotonic()
         try:
             (self.root / PARTIAL).mkdir(parents=True, exist_ok=True)
             partial = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root / PARTIAL))
@@ -108,9 +110,10 @@ class StorageCache:
             os.rename(downloaded, final)  # complete and checked: now it is the copy
         finally:
             shutil.rmtree(partial, ignore_errors=True)
-        logger.info("model %s: downloaded %s (%d files, %d bytes) in %.1fs into %s",
-                    name, uri.text, result["files"], result["bytes"], result["seconds"], final)
-        return Fetched(final, int(result["bytes"]), int(result["files"]), float(result["seconds"]))
+        wall = time.monotonic() - started
+        logger.info("model %s: downloaded %s (%d files, %d bytes) in %.1fs (%.1fs with the download process) into %s",
+                    name, uri.text, result["files"], result["bytes"], result["seconds"], wall, final)
+        return Fetched(final, int(result["bytes"]), int(result["files"]), float(result["seconds"]), round(wall, 3))
 
     async def _download(self, uri: StorageUri, out: Path, guard: HttpGuard | None) -> dict:
         request = {"uri": uri.text, "out": str(out), "parent_pid": os.getpid(),

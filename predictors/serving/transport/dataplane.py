@@ -13,11 +13,13 @@ from .. import codec
 from ..errors import ModelUnavailable
 from ..predictor import TextPredictor
 from ..repository import VERSION_SEPARATOR, PredictorRepository
-from ..scheduling import DEFAULT_TIMEOUT_MS, request_timeout_seconds
+from ..scheduling import DEFAULT_TIMEOUT_MS, LOAD_WAITED, request_timeout_seconds
 
 #: A request whose model was evicted between its lookup and its start looks the model up again
 #: (which loads it); this many times at most.
 LOOKUPS_PER_REQUEST = 3
+#: REST response header of a request that waited for its model to load (a cold start), in ms.
+LOAD_WAIT_HEADER = "x-model-load-wait-ms"
 
 
 class HonestDataPlane(DataPlane):
@@ -50,11 +52,16 @@ class HonestDataPlane(DataPlane):
         for attempt in range(LOOKUPS_PER_REQUEST):
             model = await self.get_model(model_name, request, headers)
             try:
-                return await model(request, headers=headers)
+                response, response_headers = await model(request, headers=headers)
             except ModelUnavailable:
                 if not model.evicted or attempt == LOOKUPS_PER_REQUEST - 1:
                     raise
-        raise AssertionError("unreachable")
+                continue
+            waited = LOAD_WAITED.get()
+            if waited:  # a cold start: say how much of the answer's time was the model's load
+                response_headers = {**(response_headers or {}), LOAD_WAIT_HEADER: str(round(waited * 1000))}
+            return response, response_headers
+        raise AssertionError("unreachable: the last lookup's error is raised above")
 
     async def model_metadata(self, model_name: str) -> dict:
         model = await self.get_model(model_name)
