@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -67,6 +68,7 @@ from .memory import container_memory_limit, peak_bytes, release_memory, reset_pe
 from .observability import metrics
 from .predictor import TextPredictor
 from .scheduling import LOAD_WAITED
+from .scheduling.compute_slots import lower_this_threads_priority
 from .storage.access import AccessRefused, StorageAccess
 from .storage.cache import StorageCache
 
@@ -185,6 +187,11 @@ class PredictorRepository(ModelRepository):
         self.cache = storage_cache or StorageCache()
         self.read_only = read_only
         self._load_slot = asyncio.Lock()  # one load at a time, so each measurement is that model's own
+        # Loads run on a thread of their own at the inference workers' low CPU priority: a cold start
+        # shares the CPUs with the models serving meanwhile instead of pre-empting them, and the
+        # event loop (probes, refusals, other models' requests) never waits behind it.
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load",
+                                          initializer=lower_this_threads_priority)
         self.room_wait_seconds = ROOM_WAIT_SECONDS
         metrics.report_memory(self.memory_report)
 
@@ -840,7 +847,7 @@ class PredictorRepository(ModelRepository):
                 await asyncio.to_thread(release_memory)
                 before = resident_bytes()
                 reset_peak()
-                await asyncio.to_thread(predictor.load)
+                await asyncio.get_running_loop().run_in_executor(self._loader, predictor.load)
                 after = resident_bytes()
                 if before is not None and after is not None:
                     self.sizes[(entry.name, version)] = measured_size(before, after, peak_bytes(), predictor.weights_bytes)
