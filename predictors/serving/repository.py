@@ -183,6 +183,9 @@ class PredictorRepository(ModelRepository):
         self.model_memory = model_memory
         self.budget: MemoryBudget = resolve_budget(model_memory, None, None)
         self.sizes: dict[tuple[str, str], ModelSize] = {}  # (model, version) -> measured (or guessed) size
+        # (model, version, files' fingerprint) -> seconds per text its scheduler measured, kept when it
+        # is evicted: its next load seeds the queue bound from it instead of a calibration run.
+        self.throughput: dict[tuple[str, str, tuple], float] = {}
         self.access = storage_access or StorageAccess(())
         self.cache = storage_cache or StorageCache()
         self.read_only = read_only
@@ -543,6 +546,10 @@ class PredictorRepository(ModelRepository):
         models = entry.loaded()
         if not models or not self._resident(entry).evictable:
             return False
+        for version, slot in entry.slots.items():
+            scheduler = slot.predictor.scheduler if slot.predictor is not None else None
+            if scheduler is not None and scheduler.seconds_per_text:
+                self.throughput[(entry.name, version, slot.fingerprint)] = scheduler.seconds_per_text
         for model in models:
             model.refuse_new_requests(f"model '{entry.name}' was {why}", evicted=True)
         entry.slots = {}
@@ -842,6 +849,7 @@ class PredictorRepository(ModelRepository):
                 config = load_model_config(folder, entry.name, version=number if versioned else None, overrides=overrides)
                 predictor = self.predictor_class(config, entry.name)
                 predictor.enable_latency_logging = self.enable_latency_logging
+                predictor.known_seconds_per_text = self.throughput.get((entry.name, version, folder_fingerprint(folder)))
                 estimate = self._estimate(entry, version, predictor)
                 await self._make_room(entry, estimate.needed, f"load version {number} ({estimate.describe()})")
                 await asyncio.to_thread(release_memory)
