@@ -605,10 +605,15 @@ class PredictorRepository(ModelRepository):
             if child.name in self.entries or child.name.startswith(".") or child.resolve().parent != root:
                 continue
             if is_model_folder(child) or read_build_status(child) is not None or version_folders(child):
-                self.entries[child.name] = entry = ModelEntry(child.name, child.resolve())
-                self._refresh(entry)
+                self._register(ModelEntry(child.name, child.resolve()))
                 found.append(child.name)
         return found
+
+    def _register(self, entry: ModelEntry) -> ModelEntry:
+        self.entries[entry.name] = entry
+        self._refresh(entry)
+        metrics.known_model(entry.name)
+        return entry
 
     def _refresh(self, entry: ModelEntry) -> PredictorSettings | None:
         """Read the repository-level keys (loading, idle_unload_seconds, storage_uri, limits) of a
@@ -636,10 +641,7 @@ class PredictorRepository(ModelRepository):
 
     def add_folder(self, folder: Path, name: str) -> ModelEntry:
         """Container mode: the one model folder, under the name KServe gives it."""
-        entry = ModelEntry(name, folder.resolve())
-        self.entries[name] = entry
-        self._refresh(entry)
-        return entry
+        return self._register(ModelEntry(name, folder.resolve()))
 
     def _entry(self, name: str) -> ModelEntry:
         try:
@@ -653,8 +655,7 @@ class PredictorRepository(ModelRepository):
         if entry is None:
             if not found:
                 raise UnknownModel(f"no model folder '{name}' in {self.root}; models: {sorted(self.entries)}")
-            entry = self.entries[name] = ModelEntry(name, folder.resolve())
-            self._refresh(entry)
+            entry = self._register(ModelEntry(name, folder.resolve()))
         return entry
 
     def _uri_entry(self, name: str, uri: StorageUri) -> ModelEntry:
@@ -674,8 +675,7 @@ class PredictorRepository(ModelRepository):
                 "Choose another name, or remove the folder first"
             )
         if entry is None:
-            entry = self.entries[name] = ModelEntry(name, None, loading=self.default_loading)
-            self._refresh(entry)
+            entry = self._register(ModelEntry(name, None, loading=self.default_loading))
         if entry.source != uri:
             entry.content = None
         entry.source, entry.source_from_api = uri, True
