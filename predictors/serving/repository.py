@@ -621,15 +621,13 @@ class PredictorRepository(ModelRepository):
         A file that cannot be read marks the model UNAVAILABLE with why."""
         local = entry.folder / PREDICTOR_FILE if entry.folder is not None else None
         try:
+            own = read_settings(local, entry.name) if local is not None else PredictorSettings()
             if local is not None and entry.content is None and not entry.source_from_api:
-                source = read_settings(local, entry.name).storage_uri
-                entry.source = parse_storage_uri(source) if source else None
+                entry.source = parse_storage_uri(own.storage_uri) if own.storage_uri else None
             if entry.source is not None and entry.content is not None:
                 settings = read_settings(entry.content / PREDICTOR_FILE, entry.name, overrides=local)
-            elif local is not None:
-                settings = read_settings(local, entry.name)
             else:
-                settings = PredictorSettings()
+                settings = own
         except ModelSettingsError as exc:
             entry.error = str(exc)
             return None

@@ -34,6 +34,17 @@ PARTIAL = ".partial"
 RETIRED = ".retired"
 #: What the server says when the cache folder cannot be written (a read-only root file system).
 CACHE_HINT = "set PREDICTORS_STORAGE_CACHE to a writable folder (in a pod: an emptyDir volume)"
+#: Where a pvc://<claim>/<path> URI is read from: the claim mounted at <PVC_ROOT>/<claim>. (KServe's
+#: webhook mounts a storageUri's one claim at /mnt/pvc; a server fetching several keeps them apart.)
+PVC_ROOT = Path("/mnt/pvc")
+
+
+def download_source(uri: StorageUri) -> str:
+    """What kserve-storage is given for `uri`: the URI itself, or for pvc:// the mounted claim's path
+    (KServe's webhook makes the same translation before its storage initializer runs)."""
+    if uri.scheme == "pvc":
+        return str(PVC_ROOT / uri.host / uri.path)
+    return uri.text
 
 
 def default_cache_root() -> Path:
@@ -116,7 +127,7 @@ class StorageCache:
         return Fetched(final, int(result["bytes"]), int(result["files"]), float(result["seconds"]), round(wall, 3))
 
     async def _download(self, uri: StorageUri, out: Path, guard: HttpGuard | None) -> dict:
-        request = {"uri": uri.text, "out": str(out), "parent_pid": os.getpid(),
+        request = {"uri": download_source(uri), "out": str(out), "parent_pid": os.getpid(),
                    "guard": {"loopback_allowed": guard.loopback_allowed} if guard else None}
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(

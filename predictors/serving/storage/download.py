@@ -99,7 +99,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
         return "no_space", message
     if codes & {"NoSuchBucket", "NoSuchKey", "404", "NotFound"} or names & {"NotFound", "ResourceNotFoundError"} \
-            or "not found" in lowered or "no model found" in lowered or "does not exist" in lowered or "404" in lowered:
+            or "not found" in lowered or "no model found" in lowered or "does not exist" in lowered or "404" in lowered \
+            or "cannot locate" in lowered:
         return "not_found", message
     if codes & {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"} \
             or names & {"NoCredentialsError", "Forbidden", "ClientAuthenticationError", "DefaultCredentialsError"} \

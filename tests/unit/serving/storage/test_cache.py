@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from predictors.model.storage_uri import parse_storage_uri
 from predictors.serving.errors import BadRequest, Refused, RetryLater, StorageNotFound, StorageUnreachable
-from predictors.serving.storage.cache import StorageCache, storage_error
+from predictors.serving.storage.cache import StorageCache, download_source, storage_error
 
 
 def test_each_model_and_uri_has_its_own_copy(tmp_path):
@@ -45,3 +45,8 @@ def test_each_failure_kind_is_its_own_answer():
     for kind, (error, status) in expected.items():
         answer = storage_error(uri, kind, "why")
         assert isinstance(answer, error) and answer.http_status == status and "s3://models/a" in answer.message
+
+
+def test_a_pvc_uri_is_read_from_its_mounted_claim_and_other_uris_are_given_as_they_are():
+    assert download_source(parse_storage_uri("pvc://text-models/team/ner")) == "/mnt/pvc/text-models/team/ner"
+    assert download_source(parse_storage_uri("S3://Models/team/ner")) == "s3://models/team/ner"
