@@ -217,9 +217,8 @@ REGISTRY.register(ModelStateCollector())
 def known_model(model: str) -> None:
     """A model the repository knows (loaded or not): its load, eviction and cold-start series exist
     from now on at 0, so rates and alerts have data before the first eviction."""
-    for reason in LOAD_REASONS:
-        for outcome in LOAD_OUTCOMES:
-            LOADS.labels(model, reason, outcome)
+    for outcome in ("loaded", "no_room"):  # the series an alert on cold starts or a full budget reads
+        LOADS.labels(model, "first_request", outcome)
     for reason in EVICTION_REASONS:
         EVICTIONS.labels(model, reason)
     COLD_START_WAIT.labels(model)
