@@ -314,6 +314,11 @@ def render_kustomization(model_files: list[str]) -> dict[str, Any]:
     }
 
 
+def example(source: str, about: str, *documents: dict[str, Any]) -> str:
+    """An example file: the rendering header, what it is for (comment lines), then its documents."""
+    return HEADER.format(source=source) + "".join(f"# {line}\n" for line in about.splitlines()) + to_yaml(*documents)
+
+
 def to_yaml(*documents: dict[str, Any]) -> str:
     return "---\n".join(
         yaml.safe_dump(d, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True) for d in documents
@@ -334,19 +339,19 @@ def render_all(models_dir: Path | str) -> dict[str, str]:
         source = f"models/{config.name}/predictor.yaml"
         files[f"{config.name}.yaml"] = HEADER.format(source=source) + to_yaml(render_inference_service(config))
         if config.name == CANARY_MODEL:
-            files[f"{EXAMPLES_DIR}/{config.name}-canary.yaml"] = (
-                HEADER.format(source=f"{source} and {rules}")
-                + "# Version 2 of the model as a canary (docs/deploy.md, \"How a new version reaches a pod\").\n"
-                + "# Traffic splitting needs Knative mode, and an InferenceService cannot change mode: deploy\n"
-                + "# version 1 with this file (storageUri of version 1, no canaryTrafficPercent), then apply it.\n"
-                + to_yaml(render_runtime(knative=True), render_canary(config))
+            files[f"{EXAMPLES_DIR}/{config.name}-canary.yaml"] = example(
+                f"{source} and {rules}",
+                "Version 2 of the model as a canary (docs/deploy.md, \"How a new version reaches a pod\").\n"
+                "Traffic splitting needs Knative mode, and an InferenceService cannot change mode: deploy\n"
+                "version 1 with this file (storageUri of version 1, no canaryTrafficPercent), then apply it.",
+                render_runtime(knative=True), render_canary(config),
             )
-    files[f"{EXAMPLES_DIR}/{MULTI_MODEL_FILE}"] = (
-        HEADER.format(source=f"models/*/predictor.yaml and {rules}")
-        + "# Every model in one pod (docs/deploy.md, \"Many models in one pod\"): the folders under one storageUri\n"
-        + "# prefix, each loaded on its first request, the least recently used idle ones evicted to keep the\n"
-        + "# models inside a budget taken from the container's memory limit. Instead of the per-model files.\n"
-        + to_yaml(render_runtime(multi_model=True), render_multi_model(configs))
+    files[f"{EXAMPLES_DIR}/{MULTI_MODEL_FILE}"] = example(
+        f"models/*/predictor.yaml and {rules}",
+        "Every model in one pod (docs/deploy.md, \"Many models in one pod\"): the folders under one storageUri\n"
+        "prefix, each loaded on its first request, the least recently used idle ones evicted to keep the\n"
+        "models inside a budget taken from the container's memory limit. Instead of the per-model files.",
+        render_runtime(multi_model=True), render_multi_model(configs),
     )
     files[RUNTIME_FILE] = HEADER.format(source=rules) + to_yaml(render_runtime())
     model_files = [f"{c.name}.yaml" for c in configs]

@@ -57,12 +57,8 @@ class ModelUnavailable(ServingError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
 
 
-class RetryLater(ServingError):
-    """Unavailable for now, with a Retry-After: a model that does not fit the memory budget until a
-    busy one finishes, an object store that cannot be reached (503 / UNAVAILABLE)."""
-
-    http_status = HTTPStatus.SERVICE_UNAVAILABLE
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+class WithRetryAfter(ServingError):
+    """An error that tells the client when to try again (a Retry-After header, whole seconds)."""
 
     def __init__(self, message: str, retry_after_seconds: float = 1.0) -> None:
         super().__init__(message)
@@ -70,6 +66,14 @@ class RetryLater(ServingError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(self.retry_after_seconds)))}
+
+
+class RetryLater(WithRetryAfter):
+    """Unavailable for now: a model that does not fit the memory budget until a busy one finishes,
+    an object store that cannot be reached (503 / UNAVAILABLE)."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    grpc_code = grpc.StatusCode.UNAVAILABLE
 
 
 class NoMemoryForModel(RetryLater):
@@ -116,18 +120,11 @@ class LoadFailed(ServingError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class QueueFull(ServingError):
+class QueueFull(WithRetryAfter):
     """Admission control: the model's queue has no room for the request."""
 
     http_status = HTTPStatus.TOO_MANY_REQUESTS
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-    def __init__(self, message: str, retry_after_seconds: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, round(self.retry_after_seconds)))}
 
 
 class DeadlineExceeded(ServingError):

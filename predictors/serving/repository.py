@@ -405,21 +405,22 @@ class PredictorRepository(ModelRepository):
             missing[name] = self.reason(entry)
         return missing
 
-    def body_limit(self, name: str) -> int | None:
-        """The REST body limit of a model's routes, also before a lazy model is loaded."""
+    def model_setting(self, name: str, key: str) -> Any:
+        """A predictor.yaml setting of model `name` (max_body_bytes, timeout_ms...): the serving
+        version's config, or before a lazy model is loaded, its settings; None when unknown or unset."""
         entry = self.entries.get(name)
         model = entry.serving() if entry is not None else None
         if model is not None:
-            return model.config.max_body_bytes
-        return entry.settings.max_body_bytes if entry is not None and entry.settings is not None else None
+            return getattr(model.config, key)
+        return getattr(entry.settings, key) if entry is not None and entry.settings is not None else None
+
+    def body_limit(self, name: str) -> int | None:
+        """The REST body limit of a model's routes, also before a lazy model is loaded."""
+        return self.model_setting(name, "max_body_bytes")
 
     def timeout_ms(self, name: str) -> int | None:
         """The model's default deadline (predictor.yaml timeout_ms), also before it is loaded."""
-        entry = self.entries.get(name)
-        model = entry.serving() if entry is not None else None
-        if model is not None:
-            return model.config.timeout_ms
-        return entry.settings.timeout_ms if entry is not None and entry.settings is not None else None
+        return self.model_setting(name, "timeout_ms")
 
     # ---- memory ------------------------------------------------------------------------------
     def start_memory_accounting(self) -> MemoryBudget:

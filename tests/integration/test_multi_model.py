@@ -11,41 +11,29 @@ share (20-40 MiB), never three."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import MODELS_DIR, RunningServer, start_server
-from tests.helpers import linked_model_folder
+from tests.helpers import call_json, linked_model_folder
 
 LAZY = ("rs-a", "rs-b", "rs-c")
 TEXT = "Great coffee, rich and smooth. Will buy again."
 
 
 def post(url: str, body: dict | None = None, timeout: float = 180) -> tuple[int, dict, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, json.loads(reply.read()), {k.lower(): v for k, v in reply.headers.items()}
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read()), {k.lower(): v for k, v in exc.headers.items()}
+    return call_json(url, body or {}, timeout)
 
 
 def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return call_json(url)[:2]
 
 
 def infer(server: RunningServer, name: str, texts: list[str] | None = None, **parameters) -> tuple[int, dict, dict]:

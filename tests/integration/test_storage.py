@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MODELS_DIR, RunningServer, start_server
+from tests.helpers import call_json
 from tests.s3_helpers import MotoServer, ThrottlingProxy, free_port, upload_folder
 
 BUCKET = "models"
@@ -29,21 +30,11 @@ SOURCE = MODELS_DIR / "pii-ner"
 
 
 def post(url: str, body: dict | None = None, timeout: float = 180) -> tuple[int, dict, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, json.loads(reply.read()), dict(reply.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read()), dict(exc.headers)
+    return call_json(url, body or {}, timeout)
 
 
 def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return call_json(url)[:2]
 
 
 def infer(server: RunningServer, name: str) -> tuple[int, dict]:
