@@ -270,8 +270,8 @@ class PredictorRepository(ModelRepository):
             if model is not None and model.accepting:
                 entry.last_used = time.monotonic()
                 return model
-            if model is not None or not self._loads_on_request(entry):
-                break
+            if model is not None or entry.serving() is not None or not self._loads_on_request(entry):
+                break  # loaded (a missing version is resolve's 404) or not loadable: resolve says why
             await self._wait_for_load(entry, deadline_seconds())
         model = self.resolve(name, version)
         if entry is not None:
@@ -825,6 +825,8 @@ class PredictorRepository(ModelRepository):
             outcome = "no_room" if no_room is not None else "failed"
             metrics.observe_load(entry.name, reason, outcome)
             if no_room is not None and not ready:
+                if not entry.loads_lazily:  # nothing will load it later by itself: the index says why
+                    self._failed(entry, no_room.message)
                 raise no_room  # 503 + Retry-After: the budget, not the files, is what failed
             if not ready:
                 self._failed(entry, "; ".join(failures))

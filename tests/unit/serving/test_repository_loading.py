@@ -203,6 +203,18 @@ def test_startup_models_are_never_evicted(tmp_path, monkeypatch):
     repository.unload("pinned")
 
 
+def test_a_startup_model_that_does_not_fit_is_unavailable_with_the_reason_not_loading(tmp_path, monkeypatch):
+    monkeypatch.setattr(StandInPredictor, "holds_bytes", MODEL_BYTES)
+    for name in ("first", "second"):
+        write_folder(tmp_path / name, predictor_yaml="cache: {enabled: false}\nloading: startup\n")
+    repository = lazy_repository(tmp_path, (), model_memory=70 * MiB)
+    asyncio.run(repository.load_all())
+    assert state(repository, "first") == READY and state(repository, "second") == UNAVAILABLE
+    assert "model memory budget" in repository.reason(repository.entries["second"])
+    assert repository.ready() and repository.not_ready() == {}  # a model that cannot load does not hold readiness
+    repository.unload("first")
+
+
 def test_index_states_through_a_lazy_models_life(tmp_path, monkeypatch):
     repository = lazy_repository(tmp_path, ("life",))
     assert state(repository, "life") == UNLOADED
