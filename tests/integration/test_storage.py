@@ -96,10 +96,14 @@ def redirector() -> str:
 
 
 def storage_server(tmp: Path, s3: MotoServer, allow: str, endpoint: str | None = None, **env: str) -> RunningServer:
-    """A server whose models folder holds one lazy model fetched from the bucket (predictor.yaml)."""
+    """A server whose models folder holds one lazy model fetched from the bucket, and one whose
+    predictor.yaml points at the pod itself (loopback, which no allow-list prefix here names)."""
     models = tmp / "models"
     (models / "remote-ner").mkdir(parents=True)
     (models / "remote-ner" / "predictor.yaml").write_text(f"storage_uri: s3://{BUCKET}/team/ner/\nloading: lazy\n")
+    (models / "loopback").mkdir(parents=True)
+    (models / "loopback" / "predictor.yaml").write_text(f"storage_uri: http://127.0.0.1:{free_port()}/ner.tar.gz\n"
+                                                        "loading: lazy\n")
     running = start_server(["--models-dir", str(models)], tmp / "server.log", env={
         **s3.env(endpoint), "PREDICTORS_STORAGE_ALLOW": allow, "PREDICTORS_STORAGE_CACHE": str(tmp / "cache"),
         "PREDICTORS_DRAIN_SECONDS": "10", **env})
@@ -175,6 +179,13 @@ def test_an_unreachable_store_is_a_503_with_the_cause(server: RunningServer) -> 
     status, body, headers = load(server, "unreachable", f"http://127.0.0.1:{server.closed_port}/model.tar.gz")
     assert status == 503 and "cannot reach" in body["error"] and "retry-after" in {k.lower() for k in headers}, body
     assert cache_contents(server.cache)[1] == []
+
+
+def test_loopback_is_fetched_only_where_the_allow_list_names_it(server: RunningServer) -> None:
+    """Even a predictor.yaml URI (which needs no allow-list entry) does not reach the pod itself."""
+    status, body = infer(server, "loopback")
+    assert status == 403 and "is the pod itself" in body["error"], body
+    assert [r["state"] for r in rows(server, "loopback")] == ["UNAVAILABLE"]
 
 
 def test_a_redirect_to_the_metadata_address_is_refused(server: RunningServer) -> None:
