@@ -52,6 +52,7 @@ if str(REPO_ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 
+from tests.helpers import stop_process  # noqa: E402
 from tests.s3_helpers import MotoServer, free_port, upload_folder  # noqa: E402
 
 MiB = 1 << 20
@@ -136,13 +137,7 @@ class Server:
         return 0
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=60)
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -4,6 +4,7 @@ JSON calls the integration tests make to the real server."""
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -47,3 +48,14 @@ def call_json(url: str, body: dict | None = None, timeout: float = 180) -> tuple
             return reply.status, json.loads(reply.read()), {k.lower(): v for k, v in reply.headers.items()}
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read()), {k.lower(): v for k, v in exc.headers.items()}
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM a process this test run started, and SIGKILL it if it has not exited after `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.helpers import stop_process
+
 #: Credentials and region for moto (it accepts any); the server under test reads the same variables
 #: as KServe's storage initializer does.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -60,13 +62,7 @@ class MotoServer:
         return {**S3_ENV, "AWS_ENDPOINT_URL": endpoint or self.endpoint, "S3_VERIFY_SSL": "0"}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
         self._log.close()
 
 
