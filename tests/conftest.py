@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import stop_process
+
 # kserve parses sys.argv when it is imported; pytest's own flags must not reach its parser.
 sys.argv = sys.argv[:1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,13 +61,7 @@ class RunningServer:
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log.read_text()[-4000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=30)
 
 
 def start_server(args: list[str], log: Path, env: dict[str, str] | None = None) -> RunningServer:

@@ -1,8 +1,12 @@
-"""Builders for small model folders used by unit tests (config files only, no weights)."""
+"""Builders for small model folders used by unit tests (config files only, no weights), and the
+JSON calls the integration tests make to the real server."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 
@@ -31,3 +35,27 @@ def linked_model_folder(source: Path, target: Path, extra_yaml: str = "") -> Pat
     settings = (source / "predictor.yaml").read_text() if (source / "predictor.yaml").is_file() else ""
     (target / "predictor.yaml").write_text(settings.rstrip("\n") + "\n" + extra_yaml)
     return target
+
+
+def call_json(url: str, body: dict | None = None, timeout: float = 180) -> tuple[int, dict, dict[str, str]]:
+    """POST `body` as JSON (GET without one): (status, the JSON answer, headers lower-cased), error
+    statuses included."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, json.loads(reply.read()), {k.lower(): v for k, v in reply.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), {k.lower(): v for k, v in exc.headers.items()}
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM a process this test run started, and SIGKILL it if it has not exited after `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -64,8 +64,9 @@ def choose_backend(config: ModelConfig) -> BackendChoice:
     return replace(best, reason=best.reason + skipped, refused=tuple(refused))
 
 
-def load_model_config(path: Path | str, name: str | None = None, version: int | None = None) -> ModelConfig:
-    return _load_model_config(path, name, tasks=TASK_TRAITS, version=version, backends=tuple(BACKENDS))
+def load_model_config(path: Path | str, name: str | None = None, version: int | None = None,
+                      overrides: Path | None = None) -> ModelConfig:
+    return _load_model_config(path, name, tasks=TASK_TRAITS, version=version, backends=tuple(BACKENDS), overrides=overrides)
 
 
 def discover_models(models_dir: Path | str) -> tuple[list[ModelConfig], dict[str, str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from kserve.model_server import parser as kserve_parser
 
 from ..model import CONFIG_FILE, ModelConfigError
-from ..model.environment import EnvironmentSettingError, server_environment
+from ..model.environment import EnvironmentSettingError, ServerEnvironment, server_environment
 from ..serving.observability.logs import configure_logging
 from ..serving.repository import PredictorRepository
 from ..serving.transport.server import PredictorServer, ServerOptions, ServerStartError, loop_factory
@@ -67,6 +67,14 @@ def container_model_folder(model_dir: Path) -> Path:
     raise SystemExit(f"error: {model_dir} holds no model (expected config.json in it or in exactly one sub-folder)")
 
 
+def _repository(models_dir: Path | str, environment: ServerEnvironment, **kwargs: object) -> PredictorRepository | None:
+    try:
+        return PredictorRepository.from_environment(models_dir, environment, **kwargs)
+    except ValueError as exc:  # an allow-list prefix the URI parser refuses
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:  # every setting checked before anything starts: the pod restarts with the reason
         flags = {"cors_allowed_origins": args.cors_allowed_origins} if args.cors_allowed_origins is not None else {}
@@ -85,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         except ModelConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        repository = PredictorRepository(folder.parent, strict=True)
+        repository = _repository(folder.parent, environment, strict=True)
+        if repository is None:
+            return 2
         repository.add_folder(folder, name)
     else:
         if not Path(args.models_dir).is_dir():
@@ -95,9 +105,11 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        repository = PredictorRepository(args.models_dir)
+        repository = _repository(args.models_dir, environment)
+        if repository is None:
+            return 2
         repository.scan()
-        if not repository.entries and not args.watch:
+        if not repository.entries and not args.watch and not environment.storage_allow:
             print(
                 f"error: no models found in '{args.models_dir}'. Each model is a sub-folder with a config.json "
                 f"(run `make models` to build the demo models).",

@@ -12,6 +12,16 @@ The canary example (examples/<model>-canary.yaml) is the same model's InferenceS
 2 with `canaryTrafficPercent`. KServe splits traffic between revisions only in Knative mode, and
 Knative allows one container port and no lifecycle hook, so the example carries its own
 single-port runtime; it is not in the kustomization (it replaces the model's InferenceService).
+
+The multi-model example (examples/multi-model.yaml) is one InferenceService serving every model
+from the one storageUri prefix their folders sit under: the server runs on the whole folder
+(`--models-dir /mnt/models`, its own runtime), loads each model on its first request, and keeps the
+models inside a memory budget taken from the container's limit (Downward API), evicting the least
+recently used idle ones (docs/deploy.md, "Many models in one pod").
+
+Every InferenceService turns the repository's write routes (load, unload) off
+(PREDICTORS_REPOSITORY_API=read-only) unless the model's predictor.yaml asks for
+`deploy: {repository_api: read-write}`.
 """
 
 from __future__ import annotations
@@ -26,10 +36,13 @@ from ..model import ModelConfig, ModelConfigError
 from ..model.environment import ServerEnvironment
 from ..backends import discover_models
 from .runtime import (
-    COMMAND, CONTAINER_NAME, DRAIN_ENV, GRPC_PORT, HTTP_PORT, IMAGE, IMAGE_TAG, MODEL_DIR, MODEL_FORMAT,
-    MODEL_FORMAT_VERSION, PRESTOP_SECONDS, PROMETHEUS_PATH, RUN_AS_USER, RUNTIME_NAME,
+    COMMAND, CONTAINER_NAME, DRAIN_ENV, GRPC_PORT, HTTP_PORT, IMAGE, IMAGE_TAG, LOADING_ENV, MODEL_DIR, MODEL_FORMAT,
+    MODEL_FORMAT_VERSION, MODEL_MEMORY_ENV, PRESTOP_SECONDS, PROMETHEUS_PATH, REPOSITORY_API_ENV, RUN_AS_USER,
+    RUNTIME_NAME,
 )
-from .sizing import STARTUP_PERIOD_SECONDS, DeploySettings, deploy_settings
+from .sizing import (
+    RESIDENT_MODELS, STARTUP_PERIOD_SECONDS, DeploySettings, deploy_settings, multi_model_memory, storage_prefix,
+)
 from .monitoring import render_monitoring
 
 RUNTIME_FILE = "servingruntime.yaml"
@@ -42,6 +55,10 @@ KNATIVE_RUNTIME_NAME = f"{RUNTIME_NAME}-knative"
 #: The server's own defaults for the keys a model's prediction_log may leave out.
 DEFAULT_LOG_MAX_MB = ServerEnvironment.model_fields["prediction_log_max_mb"].default
 DEFAULT_LOG_BACKUPS = ServerEnvironment.model_fields["prediction_log_backups"].default
+MULTI_MODEL_FILE = "multi-model.yaml"
+MULTI_MODEL_NAME = "text-models"
+MULTI_MODEL_RUNTIME_NAME = f"{RUNTIME_NAME}-multi-model"
+SERVER_READY_PATH = "/v2/health/ready"  # lazy models never hold it back
 HEADER = (
     "# Rendered by `python -m predictors manifests render` from {source}.\n"
     "# Do not edit: change the source and re-render.\n"
@@ -61,7 +78,14 @@ def thread_env() -> list[dict[str, Any]]:
     ]
 
 
-def runtime_container(image: str = DEFAULT_IMAGE, knative: bool = False) -> dict[str, Any]:
+#: The server on the one model folder KServe puts at /mnt/models (container mode); `{{.Name}}` is
+#: the InferenceService's name.
+CONTAINER_MODE_ARGS = ["--model_name", "{{.Name}}", "--model_dir", MODEL_DIR]
+#: The server on every model folder under /mnt/models (one storageUri prefix, many models).
+MULTI_MODEL_ARGS = ["--models-dir", MODEL_DIR]
+
+
+def runtime_container(image: str = DEFAULT_IMAGE, knative: bool = False, serve_args: list[str] | None = None) -> dict[str, Any]:
     ports = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
     if not knative:  # Knative routes one port; gRPC stays reachable only inside the pod there
         ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
@@ -70,13 +94,8 @@ def runtime_container(image: str = DEFAULT_IMAGE, knative: bool = False) -> dict
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(COMMAND),
-        # Exactly `python -m predictors` container mode; {{.Name}} is the InferenceService name.
-        "args": [
-            "--model_name", "{{.Name}}",
-            "--model_dir", MODEL_DIR,
-            "--http_port", str(HTTP_PORT),
-            "--grpc_port", str(GRPC_PORT),
-        ],
+        # Exactly `python -m predictors` (container mode unless told otherwise).
+        "args": [*(serve_args or CONTAINER_MODE_ARGS), "--http_port", str(HTTP_PORT), "--grpc_port", str(GRPC_PORT)],
         "ports": ports,
         "env": [
             {"name": "HF_HUB_OFFLINE", "value": "1"},
@@ -97,8 +116,8 @@ def runtime_container(image: str = DEFAULT_IMAGE, knative: bool = False) -> dict
     return container
 
 
-def render_runtime(image: str = DEFAULT_IMAGE, knative: bool = False) -> dict[str, Any]:
-    name = KNATIVE_RUNTIME_NAME if knative else RUNTIME_NAME
+def render_runtime(image: str = DEFAULT_IMAGE, knative: bool = False, multi_model: bool = False) -> dict[str, Any]:
+    name = KNATIVE_RUNTIME_NAME if knative else MULTI_MODEL_RUNTIME_NAME if multi_model else RUNTIME_NAME
     return {
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "ServingRuntime",
@@ -109,17 +128,18 @@ def render_runtime(image: str = DEFAULT_IMAGE, knative: bool = False) -> dict[st
                 "prometheus.kserve.io/path": PROMETHEUS_PATH,
             },
             "supportedModelFormats": [
-                # autoSelect only on the default runtime: a model names the Knative one explicitly
-                {"name": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "autoSelect": not knative, "priority": 1},
+                # autoSelect only on the default runtime: a model names the Knative or multi-model one explicitly
+                {"name": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "autoSelect": not (knative or multi_model),
+                 "priority": 1},
             ],
             "protocolVersions": ["v2"] if knative else ["v2", "grpc-v2"],
-            "containers": [runtime_container(image, knative)],
+            "containers": [runtime_container(image, knative, MULTI_MODEL_ARGS if multi_model else None)],
         },
     }
 
 
-def _probes(name: str, settings: DeploySettings, knative: bool = False) -> dict[str, Any]:
-    ready = {"path": f"/v2/models/{name}/ready", "port": HTTP_PORT, "scheme": "HTTP"}
+def _probes(name: str, settings: DeploySettings, knative: bool = False, ready_path: str | None = None) -> dict[str, Any]:
+    ready = {"path": ready_path or f"/v2/models/{name}/ready", "port": HTTP_PORT, "scheme": "HTTP"}
     probes: dict[str, Any] = {
         # Gates the other two while the model loads; restarts a container that never gets ready.
         "startupProbe": {
@@ -212,7 +232,8 @@ def render_inference_service(config: ModelConfig) -> dict[str, Any]:
     """Standard mode (Deployment + Service + HPA): startupProbe, two ports, cpu autoscaling."""
     s = deploy_settings(config)
     # The server stops waiting for in-flight requests when the grace period would end.
-    env = [*thread_env(), {"name": DRAIN_ENV, "value": str(s.drain_seconds)}]
+    env = [*thread_env(), {"name": DRAIN_ENV, "value": str(s.drain_seconds)},
+           {"name": REPOSITORY_API_ENV, "value": s.repository_api}]
     model = _model(s, RUNTIME_NAME, s.storage_uri, env, _probes(config.name, s))
     predictor: dict[str, Any] = {
         "minReplicas": s.min_replicas,
@@ -255,6 +276,59 @@ def render_canary(config: ModelConfig, traffic_percent: int = CANARY_TRAFFIC_PER
     }
 
 
+def render_multi_model(configs: list[ModelConfig]) -> dict[str, Any]:
+    """One InferenceService for every model, from the storageUri prefix their folders sit under:
+    lazy loading, a memory budget from the container's limit, the repository's write routes off."""
+    settings = [deploy_settings(c) for c in configs]
+    largest = max(settings, key=lambda s: s.peak_rss_mib)
+    slowest = max(settings, key=lambda s: s.startup_budget_seconds)
+    grace = max(s.termination_grace_seconds for s in settings)
+    cpu = max(s.cpu for s in settings)
+    memory = multi_model_memory(settings)
+    sizing = DeploySettings(
+        name=MULTI_MODEL_NAME, task="many", version="1", batch_size=largest.batch_size, max_batch=largest.max_batch,
+        max_length=largest.max_length, startup_seconds=slowest.startup_seconds, peak_rss_mib=largest.peak_rss_mib,
+        cpu=cpu, memory_request=memory, memory_limit=memory, startup_budget_seconds=slowest.startup_budget_seconds,
+        min_replicas=min(s.min_replicas for s in settings), max_replicas=max(s.max_replicas for s in settings),
+        scale_metric="cpu", scale_target=70, storage_uri=storage_prefix(configs), termination_grace_seconds=grace,
+    )
+    env = [
+        *thread_env(),
+        {"name": DRAIN_ENV, "value": str(sizing.drain_seconds)},
+        {"name": LOADING_ENV, "value": "lazy"},  # a model's predictor.yaml `loading` still wins
+        # The whole limit, in bytes; the server lowers it by its own measured share and a margin.
+        {"name": MODEL_MEMORY_ENV, "valueFrom": {"resourceFieldRef": {
+            "containerName": CONTAINER_NAME, "resource": "limits.memory", "divisor": "1"}}},
+        {"name": REPOSITORY_API_ENV, "value": "read-only"},
+    ]
+    annotations = {
+        "serving.kserve.io/deploymentMode": "Standard",
+        "serving.kserve.io/autoscalerClass": "hpa",
+        "serving.kserve.io/enable-prometheus-scraping": "true",
+        "predictors/models": ",".join(c.name for c in configs),
+        "predictors/loading": "lazy",
+        "predictors/resident-models": str(RESIDENT_MODELS),
+        "predictors/measured-peak-rss": ",".join(f"{s.name}={math.ceil(s.peak_rss_mib)}Mi" for s in settings),
+    }
+    probes = _probes(MULTI_MODEL_NAME, sizing, ready_path=SERVER_READY_PATH)
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": MULTI_MODEL_NAME, "labels": {"app.kubernetes.io/name": MULTI_MODEL_NAME, **PART_OF},
+                     "annotations": annotations},
+        "spec": {
+            "predictor": {
+                "minReplicas": sizing.min_replicas,
+                "maxReplicas": sizing.max_replicas,
+                "scaleMetric": sizing.scale_metric,
+                "scaleTarget": sizing.scale_target,
+                "terminationGracePeriodSeconds": grace,
+                "model": _model(sizing, MULTI_MODEL_RUNTIME_NAME, sizing.storage_uri, env, probes),
+            },
+        },
+    }
+
+
 def render_kustomization(model_files: list[str]) -> dict[str, Any]:
     return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -263,6 +337,11 @@ def render_kustomization(model_files: list[str]) -> dict[str, Any]:
         # `kustomize edit set image predictors=REGISTRY/predictors:TAG` points every model at your image.
         "images": [{"name": IMAGE, "newName": IMAGE, "newTag": IMAGE_TAG}],
     }
+
+
+def example(source: str, about: str, *documents: dict[str, Any]) -> str:
+    """An example file: the rendering header, what it is for (comment lines), then its documents."""
+    return HEADER.format(source=source) + "".join(f"# {line}\n" for line in about.splitlines()) + to_yaml(*documents)
 
 
 def to_yaml(*documents: dict[str, Any]) -> str:
@@ -285,13 +364,20 @@ def render_all(models_dir: Path | str) -> dict[str, str]:
         source = f"models/{config.name}/predictor.yaml"
         files[f"{config.name}.yaml"] = HEADER.format(source=source) + to_yaml(render_inference_service(config))
         if config.name == CANARY_MODEL:
-            files[f"{EXAMPLES_DIR}/{config.name}-canary.yaml"] = (
-                HEADER.format(source=f"{source} and {rules}")
-                + "# Version 2 of the model as a canary (docs/deploy.md, \"How a new version reaches a pod\").\n"
-                + "# Traffic splitting needs Knative mode, and an InferenceService cannot change mode: deploy\n"
-                + "# version 1 with this file (storageUri of version 1, no canaryTrafficPercent), then apply it.\n"
-                + to_yaml(render_runtime(knative=True), render_canary(config))
+            files[f"{EXAMPLES_DIR}/{config.name}-canary.yaml"] = example(
+                f"{source} and {rules}",
+                "Version 2 of the model as a canary (docs/deploy.md, \"How a new version reaches a pod\").\n"
+                "Traffic splitting needs Knative mode, and an InferenceService cannot change mode: deploy\n"
+                "version 1 with this file (storageUri of version 1, no canaryTrafficPercent), then apply it.",
+                render_runtime(knative=True), render_canary(config),
             )
+    files[f"{EXAMPLES_DIR}/{MULTI_MODEL_FILE}"] = example(
+        f"models/*/predictor.yaml and {rules}",
+        "Every model in one pod (docs/deploy.md, \"Many models in one pod\"): the folders under one storageUri\n"
+        "prefix, each loaded on its first request, the least recently used idle ones evicted to keep the\n"
+        "models inside a budget taken from the container's memory limit. Instead of the per-model files.",
+        render_runtime(multi_model=True), render_multi_model(configs),
+    )
     files[RUNTIME_FILE] = HEADER.format(source=rules) + to_yaml(render_runtime())
     model_files = [f"{c.name}.yaml" for c in configs]
     files[KUSTOMIZATION_FILE] = HEADER.format(source=rules) + to_yaml(render_kustomization(model_files))

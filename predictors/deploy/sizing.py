@@ -9,6 +9,10 @@ probes and the shutdown budget. The rules are here, in one place:
   uses one intra-op thread, so the pod's compute threads equal its cpu limit.
 - drain = terminationGracePeriodSeconds - the preStop sleep: SIGTERM arrives after preStop, and
   kubelet kills the container when the grace period (counted from the start of termination) ends.
+- many models in one pod (the multi-model example): memory request = limit = the sum of the
+  RESIDENT_MODELS largest measured peak RSS (each is one model plus the server, so the second
+  server's share is the margin and the load peak's room); the server's budget is that limit less
+  its own measured share, and the least recently used idle models are evicted to stay inside it.
 
 The numbers come from the model's `predictor.yaml`: batch_size / max_batch / task from the model
 config, and from its `deploy:` section (`DeploySection`, checked when the folder is read) the values
@@ -44,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "termination_grace_seconds": PRESTOP_SECONDS + DEFAULT_DRAIN_SECONDS + 25,
 }
 MEASURED_KEYS = ("startup_seconds", "peak_rss_mib")
+#: Models the multi-model example's pod holds in memory at once (the largest ones); the rest load on
+#: their first request and the least recently used idle one is evicted to make room.
+RESIDENT_MODELS = 2
 
 
 class DeployConfigError(ModelConfigError):
@@ -70,6 +77,7 @@ class DeploySettings:
     scale_target: int
     storage_uri: str
     termination_grace_seconds: int
+    repository_api: str = "read-only"
 
     @property
     def drain_seconds(self) -> int:
@@ -150,4 +158,20 @@ def deploy_settings(config: ModelConfig) -> DeploySettings:
         scale_target=int(values["scale_target"]),
         storage_uri=values.get("storage_uri") or f"{values['storage_prefix'].rstrip('/')}/{config.name}",
         termination_grace_seconds=int(values["termination_grace_seconds"]),
+        repository_api=values.get("repository_api") or "read-only",
     )
+
+
+def storage_prefix(configs: list[ModelConfig]) -> str:
+    """The one storageUri prefix every model folder sits under (the multi-model example's storageUri)."""
+    prefixes = {str(c.deploy.storage_prefix or DEFAULTS["storage_prefix"]).rstrip("/") for c in configs}
+    if len(prefixes) != 1:
+        raise DeployConfigError(f"the models sit under different deploy.storage_prefix values {sorted(prefixes)}; "
+                                "one pod serving many models reads them from one prefix")
+    return prefixes.pop()
+
+
+def multi_model_memory(settings: list[DeploySettings], resident: int = RESIDENT_MODELS) -> str:
+    """The multi-model pod's memory request and limit: room for the `resident` largest models."""
+    largest = sorted((s.peak_rss_mib for s in settings), reverse=True)[:resident]
+    return f"{_ceil_to(sum(largest), MEMORY_STEP_MIB)}Mi"

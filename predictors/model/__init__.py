@@ -2,7 +2,10 @@
 and discovery, and the export gate report the backend choice reads."""
 
 from .build_status import BUILD_STATUS_FILE, BuildStatus, clear_build_status, read_build_status, write_build_status
-from .config import ModelConfig, ModelConfigError, TaskTraits, discover_models, infer_task, is_model_folder, load_model_config
+from .config import (
+    ModelConfig, ModelConfigError, TaskTraits, discover_models, infer_task, is_model_folder, load_model_config, remote_models,
+    remote_source,
+)
 from .files import (
     BUILD_INFO_FILE,
     CONFIG_FILE,
@@ -19,6 +22,7 @@ from .files import (
 from .report import GateStatus, gate_status, read_report, write_report
 from .versions import ModelNameError, check_model_name, folder_fingerprint, select_versions, version_folders
 from .settings import VersionPolicy, DeploySection, ModelSettingsError, PredictionLogSection, PredictorSettings, read_settings
+from .storage_uri import StorageUri, StorageUriError, parse_storage_uri
 
 __all__ = [
     "ModelNameError", "VersionPolicy", "check_model_name", "folder_fingerprint", "select_versions", "version_folders",
@@ -27,5 +31,6 @@ __all__ = [
     "HELDOUT_FILE", "HF_WEIGHTS_FILES", "LIBRARIES", "ModelConfig", "ModelConfigError", "ModelSettingsError",
     "ONNX_FILES", "PREDICTOR_FILE", "PredictionLogSection", "PredictorSettings", "REPORT_FILE", "TaskTraits", "discover_models",
     "file_sha256", "gate_status", "infer_task", "is_model_folder", "library_versions", "load_model_config",
-    "read_report", "read_settings", "write_report",
+    "read_report", "read_settings", "write_report", "remote_models", "remote_source", "StorageUri", "StorageUriError",
+    "parse_storage_uri",
 ]

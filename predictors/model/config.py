@@ -158,19 +158,21 @@ def _max_length(path: Path, hf_config: dict[str, Any]) -> int:
 
 def load_model_config(
     path: Path | str, name: str | None = None, *, tasks: Mapping[str, TaskTraits], version: int | None = None,
-    backends: Sequence[str] | None = None,
+    backends: Sequence[str] | None = None, overrides: Path | None = None,
 ) -> ModelConfig:
     """Read one model folder into a ModelConfig. Raises ModelConfigError naming model and file.
 
     With `version`, `path` is the numbered version sub-folder `models/<name>/<version>/`: the name
-    comes from its parent, and the parent's predictor.yaml supplies defaults the version's may override."""
+    comes from its parent, and the parent's predictor.yaml supplies defaults the version's may override.
+    With `overrides` (a predictor.yaml in the models folder of a model fetched from a storage URI),
+    its keys override the fetched folder's."""
     path = Path(path).resolve()
     name = name or (path.parent.name if version is not None and path.name == str(version) else path.name)
     if not path.is_dir():
         raise ModelConfigError(f"model '{name}': {path} is not a folder")
     base = path.parent / PREDICTOR_FILE if version is not None and path.name == str(version) else None
     try:
-        settings: PredictorSettings = read_settings(path / PREDICTOR_FILE, name, base=base)
+        settings: PredictorSettings = read_settings(path / PREDICTOR_FILE, name, base=base, overrides=overrides)
     except ModelSettingsError as exc:
         raise ModelConfigError(str(exc)) from None
     hf_config = _read_hf_config(path, name)
@@ -233,13 +235,33 @@ def is_model_folder(path: Path) -> bool:
     )
 
 
+def remote_source(path: Path) -> str | None:
+    """The storage URI a model folder's files come from: its predictor.yaml's `storage_uri` when the
+    folder holds no model files of its own (no config.json), else None. A predictor.yaml that cannot
+    be read is reported where the folder is loaded, not here."""
+    if not path.is_dir() or (path / CONFIG_FILE).exists() or not (path / PREDICTOR_FILE).is_file():
+        return None
+    try:
+        return read_settings(path / PREDICTOR_FILE, path.name).storage_uri
+    except ModelSettingsError:
+        return None
+
+
+def remote_models(models_dir: Path | str) -> dict[str, str]:
+    """Model folders under models_dir whose files are fetched from a storage URI when loaded: name -> URI."""
+    models_dir = Path(models_dir)
+    found = {entry.name: remote_source(entry) for entry in sorted(models_dir.iterdir())} if models_dir.is_dir() else {}
+    return {name: uri for name, uri in found.items() if uri}
+
+
 def discover_models(
     models_dir: Path | str, *, tasks: Mapping[str, TaskTraits], backends: Sequence[str] | None = None
 ) -> tuple[list[ModelConfig], dict[str, str]]:
     """Every model folder under models_dir: the configs that load, and an error per folder that doesn't.
 
     A folder counts as a model when it holds a config.json or a predictor.yaml; one broken folder
-    does not stop the others from being served.
+    does not stop the others from being served. A folder holding only a predictor.yaml with a
+    `storage_uri` is not read here: its files are fetched when it is loaded (remote_models).
     """
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
@@ -247,7 +269,7 @@ def discover_models(
     configs: list[ModelConfig] = []
     errors: dict[str, str] = {}
     for entry in sorted(models_dir.iterdir()):
-        if not is_model_folder(entry):
+        if not is_model_folder(entry) or remote_source(entry):  # fetched when loaded: see remote_models
             continue
         try:
             configs.append(load_model_config(entry, tasks=tasks, backends=backends))

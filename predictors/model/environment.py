@@ -8,12 +8,19 @@ start, a model's load), never at import. The manifests set some of these (docs/d
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PREFIX = "PREDICTORS_"
+#: How a model is brought into memory (predictor.yaml `loading`, PREDICTORS_LOADING for the rest).
+LOADING_STRATEGIES = ("startup", "lazy", "on_demand")
+Loading = Literal["startup", "lazy", "on_demand"]
+#: PREDICTORS_REPOSITORY_API: whether the repository's write routes (load, unload) answer.
+REPOSITORY_API_MODES = ("read-write", "read-only")
 
 
 class EnvironmentSettingError(ValueError):
@@ -46,11 +53,56 @@ class ServerEnvironment(BaseSettings):
     prediction_log_backups: int = Field(3, ge=1, description="rotated prediction log files kept")
     # The key of the hash written instead of personal-data texts; without one, a random key per process.
     prediction_log_key: str | None = Field(None, min_length=16, description="a secret of at least 16 characters")
+    # ---- many models in one pod (docs/multi-model.md) ----
+    model_memory: int | None = Field(
+        None, gt=0, description="the models' memory budget: bytes, or a Kubernetes quantity such as 2Gi "
+        "(default: the container's memory limit minus the server's measured share)")
+    loading: Loading = Field(
+        "startup", description="how a model whose predictor.yaml sets no `loading` is loaded: startup, lazy or on_demand")
+    idle_unload_seconds: float = Field(
+        300.0, gt=0, description="seconds without requests after which an on_demand model is freed")
+    storage_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="URI prefixes a repository load may fetch from, comma-separated (e.g. s3://models/team-a/); "
+        "empty: no URI loads")
+    storage_cache: Path | None = Field(
+        None, description="a writable folder for models fetched from a storage URI (default: ~/.cache/predictors/storage)")
+    storage_timeout: float = Field(1800.0, gt=0, description="seconds one model download may take")
+    repository_api: Literal["read-write", "read-only"] = Field(
+        "read-write", description="read-only turns the repository's load and unload routes off (403)")
 
-    @field_validator("pin_cpus", "device", "adaptive_threads", mode="before")
+    @field_validator("pin_cpus", "device", "adaptive_threads", "loading", "repository_api", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        return "on_demand" if value == "on-demand" else value  # loading, as Kubernetes-style values spell it
+
+    @field_validator("model_memory", mode="before")
+    @classmethod
+    def _quantity(cls, value: object) -> object:
+        """Bytes as the Downward API gives `limits.memory`, or a quantity such as 2Gi or 1.5G."""
+        if not isinstance(value, str):
+            return value
+        from kubernetes.utils import parse_quantity  # the server imports kubernetes already; the model layer need not
+
+        try:
+            amount = Decimal(parse_quantity(value.strip()))
+        except (ValueError, InvalidOperation, TypeError):
+            raise ValueError("not a byte count or a Kubernetes quantity such as 2Gi") from None
+        if amount != amount.to_integral_value():
+            raise ValueError("a memory quantity is a whole number of bytes")
+        return int(amount)
+
+    @field_validator("storage_allow", mode="before")
+    @classmethod
+    def _prefixes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        for prefix in value if isinstance(value, (list, tuple)) else ():
+            if not isinstance(prefix, str) or "://" not in prefix or prefix.startswith("://"):
+                raise ValueError(f"{prefix!r} is not a URI prefix such as s3://bucket/models/")
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod

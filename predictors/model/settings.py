@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator,
+)
+
+from .storage_uri import StorageUriError, parse_storage_uri
 
 PositiveInt = Annotated[StrictInt, Field(ge=1, description="a positive integer")]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0, description="a non-negative integer")]
@@ -31,6 +35,20 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 # text longer than max_length x 32 characters is cut before tokenizing and reported as truncated.
 CHARS_PER_TOKEN = 32
 POOLING_CHOICES = ("mean", "cls", "max")
+
+
+def _storage_uri(value: str) -> str:
+    try:
+        return parse_storage_uri(value).text
+    except StorageUriError as exc:
+        raise ValueError(str(exc)) from None
+
+
+StorageUriText = Annotated[
+    StrictStr,
+    AfterValidator(_storage_uri),
+    Field(description="a storage URI such as s3://bucket/models/name (s3, gs, https, http, pvc or file)"),
+]
 
 
 class ModelSettingsError(ValueError):
@@ -75,6 +93,9 @@ class DeploySection(_Strict):
     # The browsable API (/docs, /redoc) in the pod (--enable_docs_url); off unless set.
     api_docs: Annotated[StrictBool, Field(description="true or false")] | None = None
     logger: KServeLoggerSection | None = None
+    # The rendered InferenceService turns the repository's load/unload routes off unless this says
+    # read-write (a load from a URI makes the pod fetch with its credentials: docs/deploy.md).
+    repository_api: Annotated[Literal["read-only", "read-write"], Field(description="read-only or read-write")] | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The keys the file sets, as plain values."""
@@ -149,6 +170,22 @@ class PredictorSettings(_Strict):
     # Embedding models trained with Matryoshka representation learning: the shorter sizes their
     # vectors keep their meaning at (the OpenAI API's `dimensions`); absent, vectors are not cut.
     matryoshka_dimensions: Annotated[list[PositiveInt], Field(min_length=1, description="a list of vector sizes")] | None = None
+    # Many models in one pod (docs/multi-model.md): when the model is brought into memory, when an
+    # on_demand model is freed again, and where the model's files come from when this folder holds
+    # only this file. (`deploy.storage_uri` is something else: where KServe's storage initializer
+    # finds the folder for the rendered manifests.)
+    loading: Annotated[Literal["startup", "lazy", "on_demand"], Field(description="startup, lazy or on_demand")] | None = None
+    idle_unload_seconds: PositiveNumber | None = None
+    storage_uri: StorageUriText | None = None
+
+    @model_validator(mode="after")
+    def _idle_unload_needs_on_demand(self) -> "PredictorSettings":
+        if self.idle_unload_seconds is not None and self.loading in ("startup", "lazy"):
+            raise ValueError(
+                f"idle_unload_seconds frees an on_demand model; this model's loading is {self.loading} "
+                "(set loading: on_demand, or remove idle_unload_seconds)"
+            )
+        return self
 
 
 def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
@@ -198,8 +235,12 @@ def describe_errors(error: ValidationError, model: type[BaseModel], name: str, s
             unknown.setdefault(section, []).append(str(loc[-1]))
             continue
         key = ".".join(_field_path(model, loc))
-        wanted = _field_description(model, loc) or item["msg"].lower()
-        problem = f"{key} must be {wanted}, got {item.get('input')!r}"
+        if item["type"] == "value_error":  # a validator's own message says what is wrong (a URI, two keys)
+            reason = item["msg"].removeprefix("Value error, ")
+            problem = f"{key}: {reason}" if key else reason
+        else:
+            wanted = _field_description(model, loc) or item["msg"].lower()
+            problem = f"{key} must be {wanted}, got {item.get('input')!r}"
         if problem not in problems:  # a union reports once per member
             problems.append(problem)
     for section, keys in unknown.items():
@@ -215,7 +256,9 @@ def _read_mapping(path: Path, name: str) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader where PyYAML has it: the pure-Python one takes ~7 ms a file, which a server
+        # registering hundreds of lazy models at start would wait for.
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ModelSettingsError(f"model '{name}': {path} is not valid YAML: {exc}") from exc
     if data is None:
@@ -225,10 +268,16 @@ def _read_mapping(path: Path, name: str) -> dict[str, Any]:
     return data
 
 
-def read_settings(path: Path, name: str, base: Path | None = None) -> PredictorSettings:
+def read_settings(path: Path, name: str, base: Path | None = None, overrides: Path | None = None) -> PredictorSettings:
     """`predictor.yaml` at `path` (absent: all defaults). With `base` (the model's own predictor.yaml
-    when `path` is a version sub-folder's), the version's keys override the model's."""
-    data = {**(_read_mapping(base, name) if base else {}), **_read_mapping(path, name)}
+    when `path` is a version sub-folder's), the version's keys override the model's. With
+    `overrides` (the served folder's predictor.yaml of a model fetched from a storage URI), its keys
+    override both."""
+    data = {
+        **(_read_mapping(base, name) if base else {}),
+        **_read_mapping(path, name),
+        **(_read_mapping(overrides, name) if overrides else {}),
+    }
     try:
         return PredictorSettings.model_validate(data)
     except ValidationError as exc:

@@ -57,18 +57,8 @@ class ModelUnavailable(ServingError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
 
 
-class LoadFailed(ServingError):
-    """A repository load whose new version did not load; the serving one is untouched."""
-
-    http_status = HTTPStatus.BAD_REQUEST
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class QueueFull(ServingError):
-    """Admission control: the model's queue has no room for the request."""
-
-    http_status = HTTPStatus.TOO_MANY_REQUESTS
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+class WithRetryAfter(ServingError):
+    """An error that tells the client when to try again (a Retry-After header, whole seconds)."""
 
     def __init__(self, message: str, retry_after_seconds: float = 1.0) -> None:
         super().__init__(message)
@@ -76,6 +66,65 @@ class QueueFull(ServingError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(self.retry_after_seconds)))}
+
+
+class RetryLater(WithRetryAfter):
+    """Unavailable for now: a model that does not fit the memory budget until a busy one finishes,
+    an object store that cannot be reached (503 / UNAVAILABLE)."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+
+class NoMemoryForModel(RetryLater):
+    """A load that does not fit the models' memory budget, with nothing idle left to evict."""
+
+
+class StorageUnreachable(RetryLater):
+    """The object store or host of a storage URI did not answer (connection, DNS, timeout)."""
+
+
+class BadRequest(ServingError):
+    """A request the server cannot act on as written: a malformed storage URI, a bad load body."""
+
+    http_status = HTTPStatus.BAD_REQUEST
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Refused(ServingError):
+    """Not allowed here: a URI outside PREDICTORS_STORAGE_ALLOW, a cloud-metadata address, the
+    repository's write routes in read-only mode, a store that denies the server's credentials."""
+
+    http_status = HTTPStatus.FORBIDDEN
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class StorageNotFound(ServingError):
+    """A storage URI whose bucket, prefix or file does not exist."""
+
+    http_status = HTTPStatus.NOT_FOUND
+    grpc_code = grpc.StatusCode.NOT_FOUND
+
+
+class NameTaken(ServingError):
+    """A URI load under the name of a model served from its own folder."""
+
+    http_status = HTTPStatus.CONFLICT
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class LoadFailed(ServingError):
+    """A repository load whose new version did not load; the serving one is untouched."""
+
+    http_status = HTTPStatus.BAD_REQUEST
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class QueueFull(WithRetryAfter):
+    """Admission control: the model's queue has no room for the request."""
+
+    http_status = HTTPStatus.TOO_MANY_REQUESTS
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class DeadlineExceeded(ServingError):

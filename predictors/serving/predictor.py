@@ -33,7 +33,8 @@ from .errors import ModelUnavailable
 from .observability import metrics
 from .observability.prediction_log import PredictionLog
 from .scheduling import (
-    DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, RanBatch, RequestRuns, ResponseCache, Scheduler, SchedulerHooks, assemble,
+    DEFAULT_TIMEOUT_MS, REQUEST_TIMEOUT, RanBatch, RequestRuns, ResponseCache, Scheduler, SchedulerHooks,
+    after_load_wait, assemble,
     build_cache, lookup_then_compute, request_timeout_seconds, settings_for,
 )
 from .scheduling.chunking import chunk_plan, reassemble, run_chunks
@@ -111,6 +112,12 @@ class TextPredictor(kserve.Model):
         self.accepting = True
         self.refusal = ""
         self.inflight = 0
+        # Set when the model was freed to make room or after idling (not unloaded): a request that
+        # found this instance before it stopped is sent on to the model's next load instead of a 503.
+        self.evicted = False
+        # The throughput an earlier instance of the same files measured (a model loaded again after an
+        # eviction): seeds the queue bound without the calibration run, so a cold start is shorter.
+        self.known_seconds_per_text: float | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def load(self) -> bool:
@@ -131,8 +138,11 @@ class TextPredictor(kserve.Model):
         self.prediction_log = PredictionLog.for_model(self.config, self.head)
         self._warm_up()
         self.scheduler = self._scheduler()
-        calibration = self.run_texts([WARMUP_TEXT * 5] * self.config.batch_size)
-        self.scheduler.observe_run(self.config.batch_size, calibration.seconds)  # seeds the queue bound
+        if self.known_seconds_per_text:
+            self.scheduler.observe_run(1, self.known_seconds_per_text)  # seeds the queue bound
+        else:
+            calibration = self.run_texts([WARMUP_TEXT * 5] * self.config.batch_size)
+            self.scheduler.observe_run(self.config.batch_size, calibration.seconds)  # seeds the queue bound
         self.scheduler.start()  # its worker threads: only once everything else has loaded
         self.load_seconds = round(time.monotonic() - started, 2)
         self.loaded_at = time.time()
@@ -201,9 +211,25 @@ class TextPredictor(kserve.Model):
         self.backend = None
         self.tokenizer = None
 
-    def refuse_new_requests(self, reason: str) -> None:
+    def refuse_new_requests(self, reason: str, evicted: bool = False) -> None:
         self.accepting = False
         self.refusal = reason
+        self.evicted = evicted
+
+    @property
+    def idle(self) -> bool:
+        """No request inside and no text queued or being let in: nothing an eviction could fail."""
+        scheduler = self.scheduler
+        waiting = scheduler.queued_texts + scheduler.door.arriving_texts if scheduler is not None else 0
+        return self.inflight == 0 and waiting == 0
+
+    @property
+    def weights_bytes(self) -> int:
+        """The size of the weights file it serves (0 before a backend is chosen)."""
+        try:
+            return self.choice.weights.stat().st_size if self.choice else 0
+        except OSError:
+            return 0
 
     async def drain(self, timeout: float) -> bool:
         """Wait until the requests already accepted have answered (at most `timeout` seconds)."""
@@ -269,7 +295,8 @@ class TextPredictor(kserve.Model):
     async def preprocess(self, payload: InferRequest | dict, headers: dict[str, str] | None = None) -> codec.TextRequest:
         request = codec.decode_request(payload, self.specs, self.config.max_batch)
         request.request_id = request_context.adopt(request.request_id, len(request.texts), metrics.labels(self))
-        REQUEST_TIMEOUT.set(request_timeout_seconds(payload, headers, self.config.timeout_ms or DEFAULT_TIMEOUT_MS))
+        deadline = request_timeout_seconds(payload, headers, self.config.timeout_ms or DEFAULT_TIMEOUT_MS)
+        REQUEST_TIMEOUT.set(after_load_wait(deadline))  # a first request's wait for the load counts
         return request
 
     async def predict(self, payload: codec.TextRequest, headers: dict[str, str] | None = None) -> Predictions:

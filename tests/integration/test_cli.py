@@ -24,7 +24,7 @@ def test_list_shows_every_demo_model(demo_models):
     result = run_cli("list", "--models-dir", str(demo_models))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "TASK", "BACKEND", "BATCH", "LABELS", "VERSION", "ACCURACY"]
+    assert lines[0].split() == ["NAME", "TASK", "BACKEND", "BATCH", "LABELS", "VERSION", "ACCURACY", "LOADING"]
     table, _, reasons = "\n".join(lines[1:]).partition("\n\n")
     rows = {line.split()[0]: line for line in table.splitlines()}
     assert all(f"{name}: " in reasons for name in rows)  # why each backend was chosen

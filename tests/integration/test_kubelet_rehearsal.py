@@ -36,16 +36,18 @@ import yaml
 
 from predictors.deploy.merge import effective_container, local_command, local_port_map, resolve_env
 from predictors.deploy.runtime import DEFAULT_DRAIN_SECONDS, DRAIN_ENV
+from tests.helpers import linked_model_folder
 from tests.rehearsal_helpers import (
-    ROOT, SLOW_REQUEST_TEXTS, RequestInFlight, budget, isvc_files, model_folder, post, pre_stop_while_serving,
-    serving_runtime, texts_body, wait_for_probe,
+    MANIFESTS_DIR, MODELS_DIR, ROOT, SLOW_REQUEST_TEXTS, RequestInFlight, budget, isvc_files, model_folder, post,
+    pre_stop_while_serving, serving_runtime, texts_body, wait_for_probe,
 )
 from tests.unit.deploy.dockerfile_parser import parse
 
 
 def container_env(container: dict, pod_name: str) -> dict[str, str]:
-    """Image ENV (Dockerfile final stage) + the container's env; PATH stays this machine's."""
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "TMPDIR", "SYSTEMROOT") if k in os.environ}
+    """Image ENV (Dockerfile final stage) + the container's env; PATH (and PYTHONPATH, where a
+    checkout runs its own tree without installing it) stay this machine's."""
+    env = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "LANG", "TMPDIR", "SYSTEMROOT") if k in os.environ}
     image_env = parse(ROOT / "Dockerfile").final.env()
     image_env.pop("PATH", None)
     env.update(image_env)
@@ -131,6 +133,56 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
         answered = in_flight.check_answered(sigterm, log.read_text()[-3000:])
         print(f"{name}: in-flight request completed {answered:.1f}s after SIGTERM; "
               f"exited {exited - terminating:.1f}s into a {grace}s grace period (code {process.returncode})")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_multi_model_example_serves_twelve_models_from_a_pod_sized_for_fewer(tmp_path: Path):
+    """examples/multi-model.yaml's container as written (its runtime, --models-dir /mnt/models, the
+    budget from limits.memory through the Downward API), on a folder of 12 models, with a memory
+    limit lowered to about four of them: ready at once, every model answers, the least recently used
+    idle ones are evicted, and no request fails."""
+    runtime, isvc = yaml.safe_load_all((MANIFESTS_DIR / "examples" / "multi-model.yaml").read_text())
+    isvc["spec"]["predictor"]["model"]["resources"]["limits"]["memory"] = "600Mi"  # a pod sized for about four
+    isvc["spec"]["predictor"]["model"]["resources"]["requests"]["memory"] = "600Mi"
+    container = effective_container(isvc, runtime)
+    folder = tmp_path / "mnt-models"  # what the storage initializer puts at /mnt/models from the one prefix
+    names = [f"{source}-{i}" for source in ("review-sentiment", "news-topic", "pii-ner") for i in range(1, 5)]
+    for name in names:
+        source = MODELS_DIR / name.rsplit("-", 1)[0]
+        if not (source / "config.json").is_file():
+            pytest.fail(f"demo model {source.name} is not built; run `make models`")
+        linked_model_folder(source, folder / name)
+    port_map = local_port_map(container)
+    env = container_env(container, pod_name="text-models-predictor-rehearsal")
+    assert env["PREDICTORS_MODEL_MEMORY"] == str(600 * 2**20) and env["PREDICTORS_LOADING"] == "lazy"
+    log = tmp_path / "container.log"
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    with log.open("w") as handle:
+        process = subprocess.Popen(local_command(container, folder, port_map), cwd=workdir, env=env, stdout=handle,
+                                   stderr=subprocess.STDOUT)
+    try:
+        exit_code, log_tail = process.poll, lambda: log.read_text()[-3000:]
+        wait_for_probe(container["startupProbe"], port_map, exit_code, log_tail, "text-models startupProbe")
+        wait_for_probe(container["readinessProbe"], port_map, exit_code, log_tail, "text-models readinessProbe")
+        url = f"http://127.0.0.1:{port_map[8080]}"
+        failures = []
+        for name in names + names:  # every model twice, in turn: each turn evicts the least recently used
+            status, reply = post(f"{url}/v2/models/{name}/infer", texts_body(["A text for the model."]))
+            if status != 200:
+                failures.append((name, status, reply))
+        assert failures == []
+        memory = json.loads(urllib.request.urlopen(f"{url}/v2/repository/memory", timeout=10).read())
+        assert memory["budget_bytes"] == 600 * 2**20 and len(memory["models"]) < len(names)
+        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+        evicted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                      if line.startswith("predictors_model_evictions_total{") and 'reason="budget"' in line)
+        assert evicted >= len(names) - len(memory["models"])
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=isvc["spec"]["predictor"]["terminationGracePeriodSeconds"])
     finally:
         if process.poll() is None:
             process.kill()

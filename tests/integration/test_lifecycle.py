@@ -12,8 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,26 +20,17 @@ import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import MODELS_DIR, RunningServer, start_server
+from tests.helpers import call_json
 
 TEXT = "Contact Maria Garcia at maria.garcia@example.org or (212) 555-0198."
 
 
 def post(url: str, body: dict | None = None, timeout: float = 120) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return call_json(url, body or {}, timeout)[:2]
 
 
 def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return call_json(url)[:2]
 
 
 def infer_body(texts: list[str]) -> dict:

@@ -78,6 +78,27 @@ PREDICTION_LOG_LINES = Counter(
 IN_FLIGHT = Gauge("predictors_requests_in_flight", "Inference requests being served now.", MODEL_LABELS)
 QUEUED = Gauge("predictors_queued_texts", "Texts waiting for a worker.", MODEL_LABELS)
 
+# ---- many models in one pod: loads, evictions, memory, cold starts, downloads -------------------
+#: Why a model was loaded (the `reason` label of predictors_model_loads_total).
+LOAD_REASONS = ("startup", "first_request", "repository_api", "watch")
+#: How a load ended: loaded, failed (its files), no_room (the memory budget), or download_failed.
+LOAD_OUTCOMES = ("loaded", "failed", "no_room", "download_failed")
+#: Why a model was freed without an unload call: room for another model, idle (on_demand), or
+#: the process's resident memory over the container's limit less the margin.
+EVICTION_REASONS = ("budget", "idle", "memory_pressure")
+COLD_START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
+LOADS = Counter("predictors_model_loads", "Model loads, by why they happened and how they ended.", ["model", "reason", "outcome"])
+EVICTIONS = Counter("predictors_model_evictions", "Models freed without an unload call, by why.", ["model", "reason"])
+COLD_START_WAIT = Histogram(
+    "predictors_cold_start_wait_seconds",
+    "How long a request waited for its model to be loaded (a lazy or on_demand model that was not in memory).",
+    ["model"], buckets=COLD_START_BUCKETS,
+)
+DOWNLOADED_BYTES = Counter("predictors_storage_downloaded_bytes", "Bytes downloaded from storage URIs.", ["model"])
+DOWNLOAD_SECONDS = Histogram(
+    "predictors_storage_download_seconds", "One model download from a storage URI.", ["model"], buckets=COLD_START_BUCKETS,
+)
+
 
 def _task_metric(metric: TaskMetric) -> Counter | Histogram:
     names = [*MODEL_LABELS, *metric.labels]
@@ -195,6 +216,64 @@ class ModelStateCollector(Collector):
 
 
 REGISTRY.register(ModelStateCollector())
+
+
+def known_model(model: str) -> None:
+    """A model the repository knows (loaded or not): its load, eviction and cold-start series exist
+    from now on at 0, so rates and alerts have data before the first eviction."""
+    for outcome in ("loaded", "no_room"):  # the series an alert on cold starts or a full budget reads
+        LOADS.labels(model, "first_request", outcome)
+    for reason in EVICTION_REASONS:
+        EVICTIONS.labels(model, reason)
+    COLD_START_WAIT.labels(model)
+
+
+def observe_load(model: str, reason: str, outcome: str) -> None:
+    LOADS.labels(model, reason, outcome).inc()
+
+
+def observe_eviction(model: str, reason: str) -> None:
+    EVICTIONS.labels(model, reason).inc()
+
+
+def observe_cold_start(model: str, seconds: float) -> None:
+    COLD_START_WAIT.labels(model).observe(seconds)
+
+
+def observe_download(model: str, size: int, seconds: float) -> None:
+    DOWNLOADED_BYTES.labels(model).inc(size)
+    DOWNLOAD_SECONDS.labels(model).observe(seconds)
+
+
+#: The repository's memory report, read at scrape time: {"budget": bytes | None, "used": bytes,
+#: "models": {(model, version): resident bytes}}.
+MemoryReport = dict[str, Any]
+_memory_report: list[Callable[[], MemoryReport]] = []
+
+
+def report_memory(source: Callable[[], MemoryReport]) -> None:
+    """Serve the models' memory on /metrics from `source` (the repository's), from now on."""
+    _memory_report[:] = [source]
+
+
+class MemoryCollector(Collector):
+    def collect(self) -> Iterable[Metric]:
+        resident = GaugeMetricFamily(
+            "predictors_model_resident_bytes", "Resident memory a loaded model added, measured at its load.", labels=MODEL_LABELS)
+        budget = GaugeMetricFamily("predictors_model_memory_budget_bytes", "What the loaded models may use together.")
+        used = GaugeMetricFamily("predictors_model_memory_used_bytes",
+                                 "What the loaded models use together, as the budget counts it.")
+        if _memory_report:
+            report = _memory_report[0]()
+            for key, size in sorted(report["models"].items()):
+                resident.add_metric(list(key), float(size))
+            if report["budget"] is not None:
+                budget.add_metric([], float(report["budget"]))
+            used.add_metric([], float(report["used"]))
+        return [resident, budget, used]
+
+
+REGISTRY.register(MemoryCollector())
 
 
 # ---- request outcome ----------------------------------------------------------------------------

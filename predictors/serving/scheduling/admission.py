@@ -24,6 +24,16 @@ DEFAULT_TIMEOUT_MS = 30_000
 #: The current request's deadline in seconds, set by preprocess (which sees the request's parameters)
 #: and read by predict: kserve awaits both in the same task, so they share this context.
 REQUEST_TIMEOUT: ContextVar[float | None] = ContextVar("request_timeout_seconds", default=None)
+#: Seconds the current request already waited for its model to load (a lazy model's first request):
+#: set by the transport's lookup, taken off the request's deadline by preprocess.
+LOAD_WAITED: ContextVar[float] = ContextVar("load_waited_seconds", default=0.0)
+
+
+def after_load_wait(timeout_seconds: float | None) -> float | None:
+    """What is left of a deadline once the request's wait for its model's load is taken off."""
+    if timeout_seconds is None:
+        return None
+    return max(0.001, timeout_seconds - LOAD_WAITED.get())
 
 
 def queue_full(model: str, queued: int, requested: int, limit: int, retry_after_seconds: float) -> QueueFull:

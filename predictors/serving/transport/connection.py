@@ -107,6 +107,13 @@ class ConnectionGuard:
         except asyncio.CancelledError:
             if not (disconnected.done() and not responded):
                 raise
+        except BodyTimeout as exc:
+            # Raised by guarded_receive in a middleware that reads the body (BodyLimit) outside the
+            # error boundary: answered here, so it does not reach the server as an unhandled error
+            # (a traceback in the log, the connection dropped).
+            if responded:
+                raise
+            await rest_error(exc)(scope, receive, send)
         finally:
             watcher.cancel()
 

@@ -73,7 +73,7 @@ class PredictorServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         self.is_stopping = is_stopping
 
     def _key(self, name: str, version: str) -> str:
-        self.repository.resolve(name, version or None)  # raises NOT_FOUND / UNAVAILABLE with the reason
+        self.repository.check_servable(name, version or None)  # raises NOT_FOUND / UNAVAILABLE with the reason
         return versioned_key(name, version) if version else name
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -88,7 +88,7 @@ class PredictorServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         try:
-            self.repository.resolve(request.name, request.version or None)
+            self.repository.check_servable(request.name, request.version or None)  # lazy models: ready, load nothing
         except Exception as exc:
             status, _, _, _ = classify(exc)
             if status == 503:
@@ -104,11 +104,12 @@ class PredictorServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any) -> pb.RepositoryModelLoadResponse:
-        await self.repository.load(request.model_name)
+        # KServe's proto has no parameters: a load from a storage URI is REST's or the CLI's.
+        await self.repository.request_load(request.model_name)
         return pb.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Any) -> pb.RepositoryModelUnloadResponse:
-        await self.repository.unload_model(request.model_name)
+        await self.repository.request_unload(request.model_name)
         return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:

@@ -73,7 +73,8 @@ def decode_content(body: bytes, encoding: str, limit: int) -> bytes:
 class BodyLimit:
     """ASGI middleware: refuse a REST body over the limit before the app reads it (see module doc).
 
-    `models.get_model(name)` gives a route's model; its `config.max_body_bytes` is that route's limit."""
+    `models.body_limit(name)` gives a route's limit: its model's `max_body_bytes`, also for a lazy
+    model not loaded yet."""
 
     def __init__(self, app: Any, models: Any, default_limit: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
@@ -83,8 +84,7 @@ class BodyLimit:
     def limit_for(self, path: str) -> int:
         route = model_route(path)
         # An OpenAI body names its model: the default limit here, the model's own once parsed (openai_api.py)
-        model = self.models.get_model(route.model) if route and route.model else None
-        return getattr(getattr(model, "config", None), "max_body_bytes", None) or self.default_limit
+        return (self.models.body_limit(route.model) if route and route.model else None) or self.default_limit
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -276,8 +276,15 @@ class PredictorServer:
         logger.info("stopped")
 
     async def _lifecycle(self) -> None:
-        """Load every model after the ports are open; then watch the folder, if asked, until stop."""
+        """After the ports are open: measure the server's own memory (the models' budget is decided
+        from it), clear what a killed server left in the storage cache, load the `startup` models,
+        then keep house (idle on_demand models, memory pressure) and watch the folder, if asked,
+        until stop."""
+        assert self._stopping is not None
+        self.repository.start_memory_accounting()
+        await asyncio.to_thread(self.repository.clean_storage_cache)
         await self.repository.load_all()
+        tasks = [self.repository.housekeeping(self._stopping)]
         if self.watch_seconds > 0:
-            assert self._stopping is not None
-            await self.repository.watch(self.watch_seconds, self._stopping)
+            tasks.append(self.repository.watch(self.watch_seconds, self._stopping))
+        await asyncio.gather(*tasks)

@@ -71,7 +71,7 @@ RULE_CASES = [
      "spec.predictor.model.readinessProbe.httpGet.port: 9999 is not one of the container's ports"),
     ("liveness-success-threshold", set_field("spec.predictor.model.livenessProbe.successThreshold", 2),
      "spec.predictor.model.livenessProbe.successThreshold"),
-    ("duplicate-env", _duplicate_env, "spec.predictor.model.env[5].name: duplicate variable 'OMP_NUM_THREADS'"),
+    ("duplicate-env", _duplicate_env, "spec.predictor.model.env[6].name: duplicate variable 'OMP_NUM_THREADS'"),
     ("max-below-min", set_field("spec.predictor.maxReplicas", 0), "spec.predictor.maxReplicas: 0 is less than minReplicas"),
     ("hpa-target-over-100", set_field("spec.predictor.scaleTarget", 150), "spec.predictor.scaleTarget"),
     ("hpa-metric", set_field("spec.predictor.scaleMetric", "concurrency"), "spec.predictor.scaleMetric: 'concurrency' is not an HPA metric"),

@@ -6,15 +6,20 @@ from __future__ import annotations
 import argparse
 import shutil
 
+import yaml
+
 from kubernetes.utils import parse_quantity
 
 from predictors.cli import build_parser
 from predictors.deploy import cli as manifests_cli
 from predictors.deploy.merge import effective_container
+from predictors.deploy.render import render_all
 from predictors.deploy.runtime import DRAIN_ENV, MODEL_DIR, PRESTOP_SECONDS
 from predictors.deploy.sizing import STARTUP_EXTRA_SECONDS, STARTUP_FACTOR, STARTUP_MIN_SECONDS
 
-from .conftest import FOLDERS
+from tests.helpers import write_folder
+
+from .conftest import DEPLOY, FOLDERS
 
 
 def services(rendered_docs) -> list[dict]:
@@ -24,7 +29,7 @@ def services(rendered_docs) -> list[dict]:
 def test_the_files_rendered(rendered):
     ours = [name for name in rendered if not name.startswith("monitoring/")]  # monitoring.py's are tested there
     assert sorted(ours) == sorted([
-        "examples/review-sentiment-canary.yaml", "kustomization.yaml", "servingruntime.yaml",
+        "examples/review-sentiment-canary.yaml", "examples/multi-model.yaml", "kustomization.yaml", "servingruntime.yaml",
         *(f"{name}.yaml" for name in FOLDERS),
     ])
     assert all(rendered[name].startswith("# Rendered by `python -m predictors manifests render`") for name in ours)
@@ -167,3 +172,32 @@ def test_api_docs_kserves_logger_and_a_prediction_log_folder_from_predictor_yaml
     plain = render_inference_service(load_model_config(write_folder(tmp_path / "plain", architecture=architecture,
                                                                     predictor_yaml=settings)))
     assert {"logger", "volumes"}.isdisjoint(plain["spec"]["predictor"]) and "args" not in plain["spec"]["predictor"]["model"]
+def test_the_repository_write_routes_are_off_unless_a_model_asks(rendered_docs, tmp_path):
+    for isvc in services(rendered_docs):
+        env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["model"]["env"]}
+        assert env["PREDICTORS_REPOSITORY_API"] == "read-only"
+    write_folder(tmp_path / "hot-swapped", predictor_yaml="task: classification\n" + DEPLOY.format(startup=3, peak=500)
+                 + "  repository_api: read-write\n")
+    rendered = yaml.safe_load(render_all(tmp_path)["hot-swapped.yaml"])
+    env = {e["name"]: e.get("value") for e in rendered["spec"]["predictor"]["model"]["env"]}
+    assert env["PREDICTORS_REPOSITORY_API"] == "read-write"
+
+
+def test_the_multi_model_example_serves_every_model_lazily_from_one_prefix(rendered_docs):
+    runtime, isvc = rendered_docs["examples/multi-model.yaml"]
+    container = effective_container(isvc, runtime)
+    args = build_parser().parse_args(["serve", *container["args"]])
+    assert args.models_dir == MODEL_DIR and args.model_dir is None  # the whole folder, not container mode
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["storageUri"] == "pvc://text-models"  # the prefix every model folder sits under
+    assert isvc["metadata"]["annotations"]["predictors/models"] == ",".join(sorted(FOLDERS))
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PREDICTORS_LOADING"]["value"] == "lazy" and env["PREDICTORS_REPOSITORY_API"]["value"] == "read-only"
+    ref = env["PREDICTORS_MODEL_MEMORY"]["valueFrom"]["resourceFieldRef"]
+    assert (ref["resource"], ref["containerName"], ref["divisor"]) == ("limits.memory", "kserve-container", "1")
+    for probe in ("startupProbe", "readinessProbe"):  # lazy models never hold the pod unready
+        assert container[probe]["httpGet"]["path"] == "/v2/health/ready"
+    memory = container["resources"]["limits"]["memory"]
+    assert container["resources"]["requests"]["memory"] == memory
+    two_largest = sum(sorted((1400, 900, 536), reverse=True)[:2])  # FOLDERS' measured peaks, MiB
+    assert float(parse_quantity(memory)) >= two_largest * 2**20

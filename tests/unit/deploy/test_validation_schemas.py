@@ -67,6 +67,12 @@ def test_the_rendered_manifests_and_the_canary_example_validate_strictly(rendere
     assert validate_documents(canary, registry) == []
 
 
+def test_the_rendered_multi_model_example_validates_strictly(rendered_docs, registry):
+    example = rendered_docs["examples/multi-model.yaml"]
+    assert [d["kind"] for d in example] == ["ServingRuntime", "InferenceService"]
+    assert validate_documents(example, registry) == []
+
+
 def _rename_readiness(isvc, runtime):
     model_of(isvc)["readinesProbe"] = model_of(isvc).pop("readinessProbe")
 

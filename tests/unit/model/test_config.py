@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from predictors.model import ModelConfigError
+from predictors.model import ModelConfigError, remote_models
 from predictors.backends import discover_models, load_model_config
 from predictors.tasks import infer_task
 from tests.helpers import write_folder
@@ -86,3 +86,32 @@ def test_discover_keeps_good_models_and_reports_broken_ones(tmp_path):
 def test_discover_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         discover_models(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("loading: sometimes\n", "loading must be startup, lazy or on_demand"),
+    ("loading: lazy\nidle_unload_seconds: 30\n", "idle_unload_seconds frees an on_demand model"),
+    ("storage_uri: ftp://host/x\n", "storage_uri: 'ftp://host/x': scheme 'ftp' is not supported"),
+    ("storage_uri: s3://b/x\n", "bucket name"),
+])
+def test_loading_and_storage_settings_are_checked(tmp_path, yaml_text, message):
+    write_folder(tmp_path / "m", predictor_yaml=yaml_text)
+    with pytest.raises(ModelConfigError, match=message):
+        load_model_config(tmp_path / "m")
+
+
+def test_a_folder_holding_only_a_storage_uri_is_listed_as_remote_not_broken(tmp_path):
+    write_folder(tmp_path / "local")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "predictor.yaml").write_text("storage_uri: s3://models/team/ner/\nloading: lazy\n")
+    configs, errors = discover_models(tmp_path)
+    assert [c.name for c in configs] == ["local"] and errors == {}
+    assert remote_models(tmp_path) == {"remote": "s3://models/team/ner"}
+
+
+def test_overrides_win_over_the_fetched_folders_settings(tmp_path):
+    write_folder(tmp_path / "copy", predictor_yaml="batch_size: 4\ndescription: from the bucket\n")
+    (tmp_path / "local.yaml").write_text("storage_uri: s3://models/m\nbatch_size: 16\n")
+    config = load_model_config(tmp_path / "copy", "m", overrides=tmp_path / "local.yaml")
+    assert (config.batch_size, config.description) == (16, "from the bucket")

@@ -30,20 +30,25 @@ class StandInTokenizer:
 
 class StandInPredictor(TextPredictor):
     """TextPredictor with a stand-in runtime. Class-level switches let a test make the next loads
-    fail (`fail_loads`), fail in the warm-up (`fail_warm_up`) or wait (`hold_loads`, an Event).
-    A classification folder answers label = the text, score = its length; an embedding folder
-    (architecture BertModel) a unit vector of the text's length and word count; tokens per text are
-    its words + 2."""
+    fail (`fail_loads`), fail in the warm-up (`fail_warm_up`), wait (`hold_loads`, an Event), or
+    hold real memory (`holds_bytes`, written so it is resident) for the memory budget to measure;
+    `loads` counts the loads begun, per model name. A classification folder answers label = the
+    text, score = its length; an embedding folder (architecture BertModel) a unit vector of the
+    text's length and word count; tokens per text are its words + 2."""
 
     fail_loads = False
     fail_warm_up = False
     hold_loads: threading.Event | None = None
+    holds_bytes = 0
+    loads: dict[str, int] = {}
 
     def _load_runtime(self) -> None:
+        StandInPredictor.loads[self.name] = StandInPredictor.loads.get(self.name, 0) + 1
         if self.hold_loads is not None:
             self.hold_loads.wait(30)
         if self.fail_loads:
             raise RuntimeError("stand-in load failure")
+        self.ballast = b"\x01" * self.holds_bytes  # touched pages: resident, as weights are
         self.choice = BackendChoice("stand-in", self.config.path / "config.json", "a stand-in for unit tests")
         self.backend = SimpleNamespace(per_text=False, device_choice=DeviceChoice("cpu", "stand-in"), input_names=())
         self.tokenizer = StandInTokenizer()
@@ -52,6 +57,10 @@ class StandInPredictor(TextPredictor):
         if self.fail_warm_up:
             raise RuntimeError("stand-in warm-up failure")
         super()._warm_up()
+
+    def stop(self) -> None:
+        super().stop()
+        self.ballast = b""
 
     def run_batch(self, texts, timer=None, threads=1) -> BatchRun:
         tokens = np.array([len(t.split()) + 2 for t in texts])

@@ -8,7 +8,6 @@ import asyncio
 import gzip
 import json
 import zlib
-from types import SimpleNamespace
 
 import pytest
 from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
@@ -21,15 +20,13 @@ from tests.helpers import write_folder
 
 
 class StandInModels:
-    """get_model() like the repository's: one model with its own limit."""
+    """body_limit() like the repository's: models with their own limits."""
 
     def __init__(self, limits: dict[str, int]) -> None:
         self.limits = limits
 
-    def get_model(self, name: str):
-        if name in self.limits:
-            return SimpleNamespace(config=SimpleNamespace(max_body_bytes=self.limits[name]))
-        return None
+    def body_limit(self, name: str) -> int | None:
+        return self.limits.get(name)
 
 
 async def echo_stand_in_app(scope, receive, send):
