@@ -19,7 +19,7 @@ TOP_SCORE = "predictors_top_score"
 class ClassificationHead(TaskHead):
     hf_auto_class = "AutoModelForSequenceClassification"
     backend_output = "logits"
-    traits = TaskTraits(architectures=("ForSequenceClassification",))
+    traits = TaskTraits(architectures=("ForSequenceClassification",), text_pipelines=True)
     metrics = (
         TaskMetric(PREDICTED_LABELS, "counter", "Texts by predicted label (classification).", ("label",)),
         TaskMetric(TOP_SCORE, "histogram", "Probability of the predicted label (classification).", buckets=SCORE_BUCKETS),

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "predictors"
 OTHER_MEANINGS = {
     ("model/files.py", "onnx"): "the onnx package, in the list of library versions a build records",
     ("deploy/validation/kserve_rules.py", "onnx"): "KServe's modelFormat name, in its list of formats",
+    ("deploy/validation/kserve_rules.py", "sklearn"): "KServe's modelFormat name, in its list of formats",
 }
 
 

@@ -31,7 +31,8 @@ class StandInPredictor(TextPredictor):
         if self.fail_loads:
             raise RuntimeError("stand-in load failure")
         self.choice = BackendChoice("stand-in", self.config.path / "config.json", "a stand-in for unit tests")
-        self.backend = SimpleNamespace(per_text=False, device_choice=DeviceChoice("cpu", "stand-in"), input_names=())
+        self.backend = SimpleNamespace(per_text=False, takes_texts=False, device_choice=DeviceChoice("cpu", "stand-in"),
+                                       input_names=())
         self.tokenizer = object()
 
     def _warm_up(self) -> None:
