@@ -28,7 +28,7 @@ import numpy as np
 from ..model import ModelConfig, ModelConfigError, read_report
 from ..tasks import TaskHead
 from .base import RANK_FRAMEWORK, Backend, BackendChoice, Candidates
-from .skops_files import PipelineFileError, audit, load_pipeline, summarize
+from .skops_files import PipelineFileError, file_facts, load_pipeline
 
 #: The `python -m predictors` sub-command that turns a trusted pickle into a skops file.
 CONVERT_COMMAND = "python -m predictors convert-pickle"
@@ -74,10 +74,10 @@ class SklearnBackend(Backend):
             raise ModelConfigError(
                 f"model '{config.name}': {config.path} has several .skops files; name the one to serve model.skops"
             )
-        try:
-            summary = summarize(path, audit(path))
-        except PipelineFileError as exc:
-            raise ModelConfigError(f"model '{config.name}': {exc}") from None
+        facts = file_facts(path)
+        if facts.summary is None:
+            raise ModelConfigError(f"model '{config.name}': {facts.error}")
+        summary = facts.summary
         labels = config.labels
         if labels and summary.classes and len(labels) != len(summary.classes):
             raise ModelConfigError(
@@ -95,10 +95,9 @@ class SklearnBackend(Backend):
         path = config.pipeline_file
         if path is None:
             return Candidates([], refused)
-        try:
-            audit(path)
-        except PipelineFileError as exc:
-            return Candidates([], [*refused, str(exc)])
+        facts = file_facts(path)
+        if facts.error is not None:
+            return Candidates([], [*refused, facts.error])
         reason = "forced by predictor.yaml" if forced else f"{path.name}: a scikit-learn pipeline, loaded with skops"
         conversion = (read_report(config.path) or {}).get("conversion") or {}
         if conversion.get("error"):

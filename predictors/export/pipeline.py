@@ -388,15 +388,16 @@ def export_pipeline(
         try:
             assert config.pipeline_file is not None
             target = config.path / ONNX_FILES["fp32"]
-            try:
-                settings = convert_pipeline(config.pipeline_file, work_dir / target.name)
+            job.run_reference(SklearnBackend.name)
+            assert job.reference_runner is not None
+            try:  # the pipeline the reference runner loaded (skops' load of a large vocabulary takes seconds)
+                settings = convert_pipeline(job.reference_runner.predictor.backend.pipeline, work_dir / target.name)
             except ConversionError as exc:
                 _set_aside(target)
                 write_report(config.path, _conversion_report(config, str(exc), time.monotonic() - started))
                 raise ExportError(f"model '{config.name}': {exc}; it keeps serving from {config.pipeline_file.name}") from exc
             logger.info("converted %s with skl2onnx (%s): %s", config.pipeline_file.name, _mb(work_dir / target.name),
                         "; ".join(settings["fixes"]) or "no fixes needed")
-            job.run_reference(SklearnBackend.name)
             result, runner, _ = job.gate(CONVERTED, work_dir / target.name, target.name)
             logger.info("converted %s", _verdict(result))
             candidate = Candidate(CONVERTED, work_dir / target.name, result, {"conversion": settings}, runner)

@@ -28,7 +28,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..backends.skops_files import load_pipeline
 from ..backends.sklearn_pipeline import MIN_PROBABILITY
 
 OPSET = 17
@@ -49,9 +48,9 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def convert_pipeline(source: Path, target: Path) -> dict[str, Any]:
-    """Convert the skops pipeline at `source` into `target`; returns how (for export_report.json)."""
-    pipeline = load_pipeline(source)
+def convert_pipeline(pipeline: Any, target: Path) -> dict[str, Any]:
+    """Convert a loaded text pipeline (skops_files.load_pipeline) into `target`; returns how (for
+    export_report.json)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import StringTensorType
 

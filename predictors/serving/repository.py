@@ -297,7 +297,8 @@ class PredictorRepository(ModelRepository):
             entry.slots[str(number)] = VersionSlot(str(number), LOADING, "loading")
         try:
             versioned = folder != entry.folder
-            config = load_model_config(folder, entry.name, version=number if versioned else None)
+            # Off the event loop: a pipeline's skops schema can take a second to read.
+            config = await asyncio.to_thread(load_model_config, folder, entry.name, number if versioned else None)
             predictor = self.predictor_class(config, entry.name)
             predictor.enable_latency_logging = self.enable_latency_logging
             await asyncio.to_thread(predictor.load)
