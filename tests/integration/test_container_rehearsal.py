@@ -284,7 +284,7 @@ def test_container_rehearsal(manifest: Path, image: None, tmp_path: Path):
 def test_demo_image_serves_its_baked_models(podman_ready: None, tmp_path_factory: pytest.TempPathFactory,
                                             tmp_path: Path):
     """predictors:demo with no arguments serves every baked demo model, as non-root, read-only."""
-    missing = [m for m in DEMO_MODELS if not (ROOT / "models" / m / "config.json").is_file()]
+    missing = [m for m in DEMO_MODELS if not (ROOT / "models" / m / "build_info.json").is_file()]
     if missing:
         pytest.fail(f"demo models not built: {missing}; run `make models` (make test does it)")
     build_image("demo", tmp_path_factory)
