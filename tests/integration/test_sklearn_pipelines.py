@@ -284,3 +284,11 @@ def test_a_converted_pickle_serves_without_a_restart(own_models):
     status, response = post(f"{server.url}/v2/models/converted/infer", v2_body(list(PIPELINE_TEXTS)))
     assert status == 200
     np.testing.assert_allclose(v2_outputs(response)["probabilities"], fitted.predict_proba(list(PIPELINE_TEXTS)), atol=1e-6)
+
+
+def test_serving_from_skops_does_not_import_torch(own_models):
+    """skops.io lists every scikit-learn estimator when imported, and that walk would import torch
+    through scikit-learn's array-API shim (skops_files.import_skops_io keeps it out)."""
+    server, _ = own_models
+    assert get(f"{server.url}/v2/models/own-pipeline/config")["backend"] == "sklearn"
+    assert "libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_text()

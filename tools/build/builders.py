@@ -163,8 +163,7 @@ def assemble_tfidf(spec: ModelSpec, sources: Sources, out: Path, progress: Model
     """Fit the pipeline on the cleaned training texts and save it with skops (model.skops), with the
     held-out texts (heldout.jsonl) as written, uncleaned: the server cleans what it is sent."""
     assert spec.tfidf is not None
-    import skops.io
-
+    from predictors.backends.skops_files import import_skops_io
     from predictors.model import SKOPS_FILE, TextCleaner
 
     from .tfidf import fit_tfidf
@@ -177,7 +176,7 @@ def assemble_tfidf(spec: ModelSpec, sources: Sources, out: Path, progress: Model
         result = fit_tfidf(data, spec.tfidf, cleaner)
         vocabulary = len(result.pipeline.named_steps["tfidf"].vocabulary_)
         record.note = f"{vocabulary} n-grams, cleaning: {', '.join(cleaner.steps()) or 'none'}"
-    skops.io.dump(result.pipeline, out / SKOPS_FILE, compression=zipfile.ZIP_DEFLATED)
+    import_skops_io().dump(result.pipeline, out / SKOPS_FILE, compression=zipfile.ZIP_DEFLATED)
     data.write_heldout(out / "heldout.jsonl")
     return {"built_from": f"TF-IDF (word 1-2-grams) + logistic regression fitted with scikit-learn on {described}, "
                           f"{sizes(data)}",
