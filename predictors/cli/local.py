@@ -48,9 +48,9 @@ def training_line(training: dict[str, Any]) -> str:
         return "not recorded (add training: to predictor.yaml)"
     sizes = " / ".join(f"{training[k]} {what}" for k, what in (("train_size", "train"), ("heldout_size", "held out"))
                        if k in training)
-    parts = [f"trained {training['date']}" if "date" in training else "training date not recorded"]
+    parts = [f"trained {training['date']}"] if "date" in training else []
     if "data" in training:
-        parts.append(f"on {training['data']}")
+        parts.append(f"on {training['data']}" if parts else str(training["data"]))
     if sizes:
         parts.append(f"({sizes})")
     text = " ".join(parts)
