@@ -35,14 +35,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-sys.argv, ARGV = sys.argv[:1], sys.argv[1:]  # kserve parses sys.argv when imported
+# Beside this file: it sets the offline environment, puts the repository on sys.path and keeps
+# sys.argv from kserve's parser (ARGV is what this script was given).
+from serving_load import ARGV, REPO_ROOT, Server, setting
 
-from benchmarks.serving_load import Server, setting  # noqa: E402
 from predictors.serving.scheduling.compute_slots import WORKER_NICE  # noqa: E402
 from tests.helpers import linked_model_folder  # noqa: E402
 

@@ -249,6 +249,20 @@ class _Export:
             logger.info("NOT installed %s: it failed its gate", target.name)
         return files, failed
 
+    def finish(self, candidates: Sequence[Candidate], force: bool, throughput: dict[str, Any], started: float,
+               quantization: dict[str, Any] | None = None, **extra: Any) -> tuple[dict[str, Any], list[GateResult]]:
+        """Release the runners, install (`install`), write export_report.json (with `extra` sections);
+        returns the report and the failed gates."""
+        self.close()
+        files, failed = self.install(candidates, force)
+        int8 = next((c for c in candidates if c.precision == "int8"), None)
+        if quantization is not None and int8 is not None and files[int8.target]["installed"]:
+            quantization["installed"] = int8.settings["quantization"]["name"]
+        report = {**self.build_report(files, candidates[0], quantization, throughput, time.monotonic() - started), **extra}
+        write_report(self.config.path, report)
+        logger.info("wrote %s (%.1fs)", REPORT_FILE, report["export_seconds"])
+        return report, failed
+
     def build_report(self, files: dict[str, Any], fp32: Candidate, quantization: dict[str, Any] | None,
                      throughput: dict[str, Any], seconds: float) -> dict[str, Any]:
         """export_report.json; `quantization` is the int8 ladder's section (None: no int8 step)."""
@@ -279,6 +293,18 @@ class _Export:
         if quantization is None:
             del report["quantization"]
         return report
+
+
+@contextlib.contextmanager
+def _export_job(config: ModelConfig, sample: Sample, workers: int, thresholds: Thresholds) -> Iterator[tuple[_Export, Path]]:
+    """The job's state and its scratch folder inside the model folder, both gone afterwards."""
+    job = _Export(config, sample, workers, thresholds)
+    work_dir = Path(tempfile.mkdtemp(dir=config.path, prefix=".export-"))
+    try:
+        yield job, work_dir
+    finally:
+        job.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 class _Forward(logging.Handler):
@@ -342,25 +368,14 @@ def export_model(
         sample = gate_sample(config, texts_file, max_texts or DEFAULT_MAX_TEXTS)
         logger.info("export %s: %s; %d labelled; chunks of %d, max_length %d, %d worker(s)", config.name,
                     sample.source, sample.labelled, config.batch_size, config.max_length, workers)
-        job = _Export(config, sample, workers, thresholds)
-        work_dir = Path(tempfile.mkdtemp(dir=config.path, prefix=".export-"))
-        try:
+        with _export_job(config, sample, workers, thresholds) as (job, work_dir):
             fp32_path = job.export_fp32(work_dir)
             job.run_reference()
             fp32 = job.gate_fp32(fp32_path)
             int8, quantization = job.quantize_int8(fp32_path, work_dir, ladder)
             candidates = [fp32] if int8 is None else [fp32, int8]
             throughput = job.measure_throughput(candidates, force) if benchmark else {}
-            job.close()
-            files, failed = job.install(candidates, force)
-            if int8 is not None and files[ONNX_FILES["int8"]]["installed"]:
-                quantization["installed"] = int8.settings["quantization"]["name"]
-            report = job.build_report(files, fp32, quantization, throughput, time.monotonic() - started)
-            write_report(config.path, report)
-            logger.info("wrote %s (%.0fs)", REPORT_FILE, report["export_seconds"])
-        finally:
-            job.close()
-            shutil.rmtree(work_dir, ignore_errors=True)
+            report, failed = job.finish(candidates, force, throughput, started, quantization)
     if failed:
         raise GateFailed(failed)
     return report
@@ -383,9 +398,7 @@ def export_pipeline(
                         f"{sample.source} + {len(EDGE_TEXTS)} edge texts")
         logger.info("export %s: %s; %d labelled; chunks of %d, %d worker(s)", config.name, sample.source,
                     sample.labelled, config.batch_size, workers)
-        job = _Export(config, sample, workers, thresholds)
-        work_dir = Path(tempfile.mkdtemp(dir=config.path, prefix=".export-"))
-        try:
+        with _export_job(config, sample, workers, thresholds) as (job, work_dir):
             assert config.pipeline_file is not None
             target = config.path / ONNX_FILES["fp32"]
             job.run_reference(SklearnBackend.name)
@@ -402,15 +415,7 @@ def export_pipeline(
             logger.info("converted %s", _verdict(result))
             candidate = Candidate(CONVERTED, work_dir / target.name, result, {"conversion": settings}, runner)
             throughput = job.measure_throughput([candidate], force) if benchmark else {}
-            job.close()
-            files, failed = job.install([candidate], force)
-            report = job.build_report(files, candidate, None, throughput, time.monotonic() - started)
-            report["conversion"] = settings
-            write_report(config.path, report)
-            logger.info("wrote %s (%.1fs)", REPORT_FILE, report["export_seconds"])
-        finally:
-            job.close()
-            shutil.rmtree(work_dir, ignore_errors=True)
+            report, failed = job.finish([candidate], force, throughput, started, conversion=settings)
     if failed:
         raise GateFailed(failed)
     return report
