@@ -89,9 +89,12 @@ class SklearnBackend(Backend):
 
     @classmethod
     def candidates(cls, config: ModelConfig, forced: bool = False) -> Candidates:
-        """The folder's skops file, ranked as framework weights (after a gated ONNX export). Pickles
-        beside it are refused with the conversion command; a file naming untrusted types is refused."""
-        refused = [pickle_refusal(path) for path in config.pickle_files] if config.text_pipeline else []
+        """A pipeline folder's skops file, ranked as framework weights (after a gated ONNX export).
+        Pickles beside it are refused with the conversion command; a file naming untrusted types is
+        refused. (A HuggingFace folder is not this backend's, whatever else it holds.)"""
+        if not config.text_pipeline:
+            return Candidates([], [])
+        refused = [pickle_refusal(path) for path in config.pickle_files]
         path = config.pipeline_file
         if path is None:
             return Candidates([], refused)

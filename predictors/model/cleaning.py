@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .settings import PreprocessSection
@@ -48,7 +49,7 @@ class TextCleaner:
 
     settings: PreprocessSection = PreprocessSection()
 
-    @property
+    @cached_property
     def active(self) -> bool:
         return bool(self.steps())
 

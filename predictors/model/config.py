@@ -327,6 +327,11 @@ def load_model_config(
     if complete is not None:
         config = complete(config)
     if tasks[task].needs_labels and not config.labels:
+        if complete is None:  # a caller below the backends layer: nobody read the skops file
+            raise ModelConfigError(
+                f"model '{name}': {path} holds a scikit-learn pipeline, whose labels only the backends read; "
+                "load it with predictors.backends.load_model_config"
+            )
         raise ModelConfigError(
             f"model '{name}': no labels for task {task}: the pipeline in {path} records no classes_; "
             f"set labels in {path / PREDICTOR_FILE}"

@@ -96,6 +96,7 @@ class TextPredictor(kserve.Model):
     def __init__(self, config: ModelConfig, name: str | None = None) -> None:
         super().__init__(name or config.name)
         self.config = config
+        self.cleaner = config.cleaner  # predictor.yaml `preprocess:`; does nothing when no step is set
         self.head = head_for(config)
         self.specs = self.head.outputs()
         self.workers = config.workers or default_workers()
@@ -127,7 +128,7 @@ class TextPredictor(kserve.Model):
 
     def _load(self) -> None:
         started = time.monotonic()
-        if self.config.cleaner.active and self.head.needs_offsets:
+        if self.cleaner.active and self.head.needs_offsets:
             raise ModelLoadError(
                 f"model '{self.name}': preprocess in predictor.yaml rewrites the texts, so this task's character "
                 "offsets would not point into the texts clients sent; remove preprocess for this model"
@@ -251,7 +252,7 @@ class TextPredictor(kserve.Model):
             "max_length": None if takes_texts else self.config.max_length,
             "max_text_chars": self.config.text_char_limit,
             "inputs_taken": ("texts" if takes_texts else "token ids") if self.backend else None,
-            "preprocess": self.config.cleaner.steps(),
+            "preprocess": self.cleaner.steps(),
             "features": self.config.features,
             "training": self.config.training_metadata(),
             "workers": self.workers,
@@ -284,7 +285,7 @@ class TextPredictor(kserve.Model):
         self.scheduler.arrived(len(texts))
         runs = RequestRuns()
         rows = await lookup_then_compute(self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout, runs),
-                                         key=self._cache_key if self.config.cleaner.active else None)
+                                         key=self._cache_key if self.cleaner.active else None)
         metrics.observe_plan(self, len(texts), runs.batches)
         outputs, truncated = assemble(rows)
         return Predictions(payload, outputs, truncated)
@@ -320,7 +321,7 @@ class TextPredictor(kserve.Model):
         limit = self.config.text_char_limit
         if len(text) > limit:
             return text
-        cleaned = self.config.cleaner(text)
+        cleaned = self.cleaner(text)
         return cleaned if len(cleaned) <= limit else text
 
     # ---- running texts ---------------------------------------------------------------------
@@ -369,7 +370,7 @@ class TextPredictor(kserve.Model):
         char_limit = self.config.text_char_limit
         cut = [len(text) > char_limit for text in texts]
         texts = [text[:char_limit] if too_long else text for text, too_long in zip(texts, cut)]
-        return self.config.cleaner.clean(texts), cut
+        return self.cleaner.clean(texts), cut
 
     def _prepare_texts(self, texts: list[str]) -> TokenBatch:
         """For a backend that takes texts: cut and cleaned, no token arrays."""

@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from predictors.tasks import load_model_config
+from predictors.backends import load_model_config
 from predictors.serving.predictor import TextPredictor
 
 

@@ -38,12 +38,12 @@ from predictors.deploy.merge import effective_container, resolve_env
 from ..conftest import DEMO_MODELS, free_port, http_status
 from ..rehearsal_helpers import (
     ROOT,
-    SLOW_REQUEST_TEXTS,
     RequestInFlight,
     budget,
     isvc_files,
     model_folder,
     post,
+    slow_request,
     pre_stop_while_serving,
     preprocessed,
     serving_runtime,
@@ -263,7 +263,7 @@ def test_container_rehearsal(manifest: Path, image: None, tmp_path: Path):
         hook = container["lifecycle"]["preStop"]["exec"]["command"]
         terminating = time.monotonic()
         pre_stop_while_serving(["podman", "exec", container_name, *hook], url, name, grace, env=podman_env())
-        in_flight = RequestInFlight(url, name, min(SLOW_REQUEST_TEXTS, int(model_config["max_batch"]))).start()
+        in_flight = RequestInFlight(url, name, *slow_request(model_config)).start()
         sigterm = time.monotonic()
         podman("kill", "--signal", "TERM", container_name)
         try:

@@ -37,15 +37,16 @@ import yaml
 from predictors.deploy.merge import effective_container, local_command, local_port_map, resolve_env
 from predictors.deploy.runtime import DEFAULT_DRAIN_SECONDS, DRAIN_ENV
 from tests.rehearsal_helpers import (
-    ROOT, SLOW_REQUEST_TEXTS, RequestInFlight, budget, isvc_files, model_folder, post, pre_stop_while_serving,
-    serving_runtime, texts_body, wait_for_probe,
+    ROOT, RequestInFlight, budget, isvc_files, model_folder, post, pre_stop_while_serving,
+    serving_runtime, slow_request, texts_body, wait_for_probe,
 )
 from tests.unit.deploy.dockerfile_parser import parse
 
 
 def container_env(container: dict, pod_name: str) -> dict[str, str]:
     """Image ENV (Dockerfile final stage) + the container's env; PATH stays this machine's."""
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "TMPDIR", "SYSTEMROOT") if k in os.environ}
+    # PYTHONPATH: a checkout run without installing it is the code rehearsed (as tools/measure_deploy.py)
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "TMPDIR", "SYSTEMROOT", "PYTHONPATH") if k in os.environ}
     image_env = parse(ROOT / "Dockerfile").final.env()
     image_env.pop("PATH", None)
     env.update(image_env)
@@ -119,8 +120,7 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
         terminating = time.monotonic()
         pre_stop_while_serving(hook, url, name, grace)
 
-        slow_count = min(SLOW_REQUEST_TEXTS, int(config["max_batch"]))  # the largest request the model accepts
-        in_flight = RequestInFlight(url, name, slow_count).start()  # SIGTERM once it is computing
+        in_flight = RequestInFlight(url, name, *slow_request(config)).start()  # SIGTERM once it is computing
         sigterm = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:
@@ -129,7 +129,7 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
             pytest.fail(f"{name} still running {grace}s after termination began; kubelet would SIGKILL it:\n{log.read_text()[-3000:]}")
         exited = time.monotonic()
         answered = in_flight.check_answered(sigterm, log.read_text()[-3000:])
-        print(f"{name}: in-flight request completed {answered:.1f}s after SIGTERM; "
+        print(f"{name}: in-flight request completed {answered:.2f}s after SIGTERM; "
               f"exited {exited - terminating:.1f}s into a {grace}s grace period (code {process.returncode})")
     finally:
         if process.poll() is None:
