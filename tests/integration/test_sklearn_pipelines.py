@@ -292,3 +292,27 @@ def test_serving_from_skops_does_not_import_torch(own_models):
     server, _ = own_models
     assert get(f"{server.url}/v2/models/own-pipeline/config")["backend"] == "sklearn"
     assert "libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+
+
+def test_a_transformer_cleans_its_texts_when_its_predictor_yaml_says_so(demo_models, tmp_path):
+    """Off by default for transformers; set, the tokenizer sees the cleaned text (and the cache
+    keys on it)."""
+    from predictors.serving.predictor import TextPredictor
+    from tests.helpers import linked_model_folder
+
+    plain = TextPredictor(load_model_config(demo_models / "review-sentiment"))
+    cleaning = TextPredictor(load_model_config(linked_model_folder(
+        demo_models / "review-sentiment", tmp_path / "review-sentiment",
+        "preprocess: {replace_urls: _url_, remove_punctuation: true, collapse_whitespace: true}\n")))
+    for predictor in (plain, cleaning):
+        predictor.load()
+    try:
+        assert plain.cleaner.steps() == [] and cleaning.describe()["preprocess"][0] == "replace_urls=_url_"
+        raw = "Great coffee!!!   Rich... and smooth :) see https://shop.example/coffee?id=1"
+        cleaned = "Great coffee Rich and smooth see _url_"
+        np.testing.assert_allclose(cleaning.run_texts([raw]).outputs["probabilities"],
+                                   plain.run_texts([cleaned]).outputs["probabilities"], atol=1e-6)
+        assert cleaning._cache_key(raw) == cleaned
+    finally:
+        for predictor in (plain, cleaning):
+            predictor.stop()
