@@ -22,7 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("PREDICTORS_TEST_MODELS_DIR", ROOT / "models"))
-DEMO_MODELS = ("news-topic", "pii-ner", "review-sentiment", "sentence-embedding")
+DEMO_MODELS = ("news-topic", "pii-ner", "review-sentiment", "review-sentiment-tfidf", "sentence-embedding")
 
 
 def free_port() -> int:
@@ -76,7 +76,7 @@ def start_server(args: list[str], log: Path, env: dict[str, str] | None = None) 
 
 @pytest.fixture(scope="session")
 def demo_models() -> Path:
-    missing = [m for m in DEMO_MODELS if not (MODELS_DIR / m / "config.json").is_file()]
+    missing = [m for m in DEMO_MODELS if not (MODELS_DIR / m / "build_info.json").is_file()]
     if missing:
         pytest.fail(f"demo models not built: {missing}; run `make models` (make test does it)")
     return MODELS_DIR

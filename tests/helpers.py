@@ -59,3 +59,29 @@ def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+#: Short reviews a tiny pipeline is fitted on in unit tests (seconds: a real scikit-learn fit).
+PIPELINE_TEXTS = (
+    "great coffee rich and smooth", "stale chips and a torn bag", "lovely tea will buy again",
+    "awful taste never again", "great snack my kids love it", "bad smell and bad taste",
+    "smooth rich great flavour", "torn box stale cookies awful",
+)
+
+
+def write_pipeline_folder(path: Path, classifier=None, labels=("great", "other"), predictor_yaml: str | None = None,
+                          vectorizer=None, file_name: str = "model.skops"):
+    """A model folder holding a real (tiny) scikit-learn text pipeline saved with skops; returns
+    (folder, pipeline). `labels` cycle over PIPELINE_TEXTS as the training targets."""
+    import skops.io
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    path.mkdir(parents=True, exist_ok=True)
+    targets = [labels[i % len(labels)] for i in range(len(PIPELINE_TEXTS))]
+    pipeline = Pipeline([("tfidf", vectorizer or TfidfVectorizer(ngram_range=(1, 2))),
+                         ("classifier", classifier or LogisticRegression())])
+    pipeline.fit(list(PIPELINE_TEXTS), targets)
+    skops.io.dump(pipeline, path / file_name)
+    if predictor_yaml is not None:
+        (path / "predictor.yaml").write_text(predictor_yaml)
+    return path, pipeline

@@ -18,6 +18,8 @@ from typing import Callable
 import pytest
 import yaml
 
+from predictors.model.settings import DEFAULT_MAX_BODY_BYTES
+
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS_DIR = Path(os.environ.get("PREDICTORS_MANIFESTS_DIR", ROOT / "manifests"))
 MODELS_DIR = Path(os.environ.get("PREDICTORS_MODELS_DIR", ROOT / "models"))
@@ -50,7 +52,7 @@ def model_folder(isvc: dict) -> Path:
     """models/<last part of storageUri>: what KServe's storage initializer would put at /mnt/models."""
     uri = isvc["spec"]["predictor"]["model"]["storageUri"]
     folder = MODELS_DIR / uri.rstrip("/").rsplit("/", 1)[-1]
-    if not (folder / "config.json").is_file():
+    if not (folder / "build_info.json").is_file():  # every built folder has it (config.json only the transformers)
         pytest.fail(f"storageUri {uri}: no model in {folder}; build the models with `make models`")
     return folder
 
@@ -126,11 +128,15 @@ def texts_body(texts: list[str]) -> dict:
     return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
 
 
-def slow_texts(count: int) -> list[str]:
-    """Medium-length texts: enough work to be in flight for a second or more, not for the whole grace period."""
+def slow_texts(count: int, chars: int | None = None) -> list[str]:
+    """Medium-length texts: enough work to be in flight for a second or more, not for the whole grace
+    period. `chars`: each text that long instead (a model that takes texts, such as a TF-IDF
+    pipeline, costs per character rather than per token up to max_length, and little per sentence)."""
     sentence = ("Jane Doe from Berlin emailed jane.doe@example.com about the quarterly results and a refund; "
                 "the support team answered that the new phone ships next week with a longer battery life.")
-    return [f"{i}: {sentence}" for i in range(count)]
+    if chars:
+        sentence = (sentence + " ") * (chars // (len(sentence) + 1))
+    return [f"{i}: {sentence}"[: chars or None] for i in range(count)]
 
 
 def preprocessed(url: str, name: str) -> float:
@@ -164,17 +170,28 @@ def pre_stop_while_serving(hook: list[str], url: str, name: str, grace: float, e
         pytest.fail(f"preStop {hook} outlasts terminationGracePeriodSeconds={grace}; kubelet would SIGKILL the pod")
 
 
+def slow_request(config: dict) -> tuple[int, int | None]:
+    """(texts, characters per text) of a request slow enough to be in flight at SIGTERM, for a model
+    with this /config: SLOW_REQUEST_TEXTS medium texts; for a model that takes texts (a TF-IDF
+    pipeline, which costs about 0.2 us a character) as many characters as the body limit allows."""
+    count = min(SLOW_REQUEST_TEXTS, int(config["max_batch"]))
+    if config.get("inputs_taken") != "texts":
+        return count, None
+    count = min(1024, int(config["max_batch"]))
+    return count, min(int(config["max_text_chars"]), int(0.9 * DEFAULT_MAX_BODY_BYTES / count))
+
+
 class RequestInFlight:
     """A request of `count` slow texts on a thread; `start()` returns once the model is computing it."""
 
-    def __init__(self, url: str, name: str, count: int) -> None:
-        self.url, self.name, self.count = url, name, count
+    def __init__(self, url: str, name: str, count: int, chars: int | None = None) -> None:
+        self.url, self.name, self.count, self.chars = url, name, count, chars
         self.outcome: dict = {}
         self.thread = threading.Thread(target=self._send)
 
     def _send(self) -> None:
         self.outcome["status"], self.outcome["reply"] = post(
-            f"{self.url}/v2/models/{self.name}/infer", texts_body(slow_texts(self.count)))
+            f"{self.url}/v2/models/{self.name}/infer", texts_body(slow_texts(self.count, self.chars)))
         self.outcome["done"] = time.monotonic()
 
     def start(self) -> "RequestInFlight":

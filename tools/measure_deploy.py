@@ -117,7 +117,7 @@ def measure(config: ModelConfig, clients: int, requests: int, batch: int, words:
     container = pod_container(config)
     ports = local_port_map(container)
     argv = local_command(container, config.path, ports)
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH") if k in os.environ}
     env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
     env.update(resolve_env(container, pod_name=f"{config.name}-measure"))
     url = f"http://127.0.0.1:{ports[HTTP_PORT]}"

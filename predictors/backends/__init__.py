@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..model import REPORT_FILE, ModelConfig
+from ..model import ModelConfig
 from ..model import discover_models as _discover_models
 from ..model import load_model_config as _load_model_config
 from ..tasks import TASK_TRAITS
@@ -20,11 +20,13 @@ from .cpus import cpu_limit, default_workers
 from .devices import DeviceChoice
 from .hf import HFBackend
 from .onnx import OnnxBackend
+from .sklearn_pipeline import SklearnBackend
 
 #: In order of preference between candidates of the same rank.
 BACKENDS: dict[str, type[Backend]] = {
     "onnx": OnnxBackend,
     "hf": HFBackend,
+    "sklearn": SklearnBackend,
 }
 #: What predictor.yaml's `backend:` may say: auto, or a registered backend.
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -54,7 +56,7 @@ def choose_backend(config: ModelConfig) -> BackendChoice:
         found = backend.candidates(config)
         servable += found.servable
         refused += found.refused
-    skipped = f"; not served: {'; '.join(refused)} (see {REPORT_FILE})" if refused else ""
+    skipped = f"; not served: {'; '.join(refused)}" if refused else ""
     if not servable:
         raise NoBackendError(
             f"model '{config.name}': no weights in {config.path} (expected one of: "
@@ -64,13 +66,21 @@ def choose_backend(config: ModelConfig) -> BackendChoice:
     return replace(best, reason=best.reason + skipped, refused=tuple(refused))
 
 
+def complete_config(config: ModelConfig) -> ModelConfig:
+    """`config` with what each backend reads from the folder's files (a pipeline's labels, features)."""
+    for backend in BACKENDS.values():
+        config = backend.complete(config)
+    return config
+
+
 def load_model_config(path: Path | str, name: str | None = None, version: int | None = None,
                       overrides: Path | None = None) -> ModelConfig:
-    return _load_model_config(path, name, tasks=TASK_TRAITS, version=version, backends=tuple(BACKENDS), overrides=overrides)
+    return _load_model_config(path, name, tasks=TASK_TRAITS, version=version, backends=tuple(BACKENDS),
+                              overrides=overrides, complete=complete_config)
 
 
 def discover_models(models_dir: Path | str) -> tuple[list[ModelConfig], dict[str, str]]:
-    return _discover_models(models_dir, tasks=TASK_TRAITS, backends=tuple(BACKENDS))
+    return _discover_models(models_dir, tasks=TASK_TRAITS, backends=tuple(BACKENDS), complete=complete_config)
 
 
 def device_for(backend: str) -> DeviceChoice:

@@ -1,9 +1,21 @@
-"""The backend contract: token-id arrays in, the task head's tensor out.
+"""The backend contract: token-id arrays (or, for backends that featurize texts themselves, the
+cleaned texts) in, the task head's tensor out.
 
 A backend declares what it is (`name`, `platform`), which files of a model folder it can serve and
-how good each is (`candidates`, ranked), how it runs texts (`per_text`) and on which device
-(`device_choice`). choose_backend (backends/__init__.py) asks every registered backend, so a new
-backend is one module and one registry entry, and nothing outside backends/ names one.
+how good each is (`candidates`, ranked), what it takes (`takes_texts`), how it runs texts
+(`per_text`) and on which device (`device_choice`). choose_backend (backends/__init__.py) asks every
+registered backend, so a new backend is one module and one registry entry, and nothing outside
+backends/ names one.
+
+Two kinds of input, declared by `takes_texts` once the backend is loaded:
+
+- token ids (`takes_texts` False): the serving pipeline tokenizes and calls `run(arrays)` with the
+  tokenizer's padded arrays (`input_names`);
+- texts (`takes_texts` True): the backend featurizes them itself (a scikit-learn pipeline's
+  vectorizer, an ONNX graph with a string input); the pipeline calls `run_texts(texts)` with the
+  texts after the model's text cleaning, and no tokenizer is loaded.
+
+Either way the output is what the task head decodes (`head.backend_output`: classification logits).
 """
 
 from __future__ import annotations
@@ -56,6 +68,9 @@ class Backend(ABC):
         # True when each text runs alone (dynamic int8 picks one activation scale per run): the
         # scheduler then gains nothing from batching across requests and gives one text per batch.
         self.per_text = False
+        # True when run_texts takes the cleaned texts (the backend featurizes them); False when run
+        # takes the tokenizer's arrays.
+        self.takes_texts = False
         self.device_choice = DeviceChoice("cpu", "the CPU")
 
     @classmethod
@@ -69,13 +84,25 @@ class Backend(ABC):
         """The folder's files this backend can serve, best first, each with its rank and reason;
         `forced` (predictor.yaml names this backend) serves its first file whatever its gate says."""
 
-    @property
-    @abstractmethod
-    def input_names(self) -> tuple[str, ...]:
-        """Tokenizer outputs this model consumes (input_ids, attention_mask, token_type_ids...)."""
+    @classmethod
+    def complete(cls, config: ModelConfig) -> ModelConfig:
+        """`config` with what only this backend reads from the folder's files (a pipeline's labels
+        and features), or unchanged; raises ModelConfigError for files it refuses to read."""
+        return config
 
-    @abstractmethod
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Tokenizer outputs this model consumes (input_ids, attention_mask, token_type_ids...);
+        none for a backend that takes texts."""
+        return ()
+
     def run(self, arrays: dict[str, np.ndarray], threads: int = 1) -> np.ndarray:
-        """The head's tensor (logits or last_hidden_state) for one padded chunk, computed on `threads`
-        intra-op threads (one of self.threads). Called concurrently from worker threads; the caller
-        holds `threads` compute slots, so the runs in flight never use more threads than CPUs."""
+        """The head's tensor (logits or last_hidden_state) for one padded chunk of token ids, computed
+        on `threads` intra-op threads (one of self.threads). Called concurrently from worker threads;
+        the caller holds `threads` compute slots, so the runs in flight never use more threads than CPUs."""
+        raise NotImplementedError(f"the {self.name} backend takes texts (run_texts), not token ids")
+
+    def run_texts(self, texts: list[str], threads: int = 1) -> np.ndarray:
+        """The head's tensor ([n, C] logits) for cleaned texts, featurized by the backend itself, on
+        `threads` threads as `run`."""
+        raise NotImplementedError(f"the {self.name} backend takes token ids (run), not texts")

@@ -1,4 +1,9 @@
-"""ONNX Runtime: the CUDA execution provider when this build has one and a GPU is there, else the CPU."""
+"""ONNX Runtime: the CUDA execution provider when this build has one and a GPU is there, else the CPU.
+
+A graph takes token ids (a transformer export) or texts: a scikit-learn pipeline converted by
+skl2onnx has one string input and featurizes the texts itself (its TfIdfVectorizer operator); the
+backend then takes the cleaned texts (`takes_texts`) and no tokenizer is loaded.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ..model import ModelConfig, gate_status
+from ..model import REPORT_FILE, ModelConfig, gate_status
 from ..tasks import TaskHead
 from .base import RANK_GATED, RANK_UNGATED, Backend, BackendChoice, Candidates
 from .devices import DeviceChoice, onnx_providers
@@ -57,9 +62,9 @@ class OnnxBackend(Backend):
                 servable.append(BackendChoice(
                     cls.name, path, f"{path.name} present ({status.summary}; gate not re-run)", rank=RANK_UNGATED))
             elif status.state == "other-weights":
-                refused.append(f"{path.name} was {status.summary}")
+                refused.append(f"{path.name} was {status.summary} (see {REPORT_FILE})")
             else:
-                refused.append(f"{path.name} failed its {status.precision} accuracy gate ({status.summary})")
+                refused.append(f"{path.name} failed its {status.precision} accuracy gate ({status.summary}; see {REPORT_FILE})")
         return Candidates(servable, refused)
 
     def __init__(self, config: ModelConfig, head: TaskHead, weights: Path, threads: tuple[int, ...] = (1,)) -> None:
@@ -70,9 +75,11 @@ class OnnxBackend(Backend):
         # two-thread run for these models), all CPUs for a batch that runs alone.
         self.sessions = {count: self._session(providers, count) for count in threads}
         self.session = self.sessions[min(threads)]
-        self._inputs = tuple(i.name for i in self.session.get_inputs())
+        inputs = self.session.get_inputs()
+        self._inputs = tuple(i.name for i in inputs)
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = head.backend_output if head.backend_output in outputs else outputs[0]
+        self.takes_texts = len(inputs) == 1 and inputs[0].type == STRING_TENSOR
         self.per_text = quantizes_activations(weights)
 
     def _session(self, providers: list[str], threads: int) -> ort.InferenceSession:
@@ -84,7 +91,12 @@ class OnnxBackend(Backend):
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return self._inputs
+        return () if self.takes_texts else self._inputs
+
+    def run_texts(self, texts: list[str], threads: int = 1) -> np.ndarray:
+        """A converted pipeline's logits for the cleaned texts (its input is [n, 1] strings)."""
+        column = np.array(texts, dtype=object).reshape(-1, 1)
+        return self.sessions.get(threads, self.session).run([self._output], {self._inputs[0]: column})[0]
 
     def run(self, arrays: dict[str, np.ndarray], threads: int = 1) -> np.ndarray:
         session = self.sessions.get(threads, self.session)
@@ -110,6 +122,8 @@ class OnnxBackend(Backend):
         return result
 
 
+#: onnxruntime's type of a string input: a graph that takes texts rather than token ids.
+STRING_TENSOR = "tensor(string)"
 #: Operators whose activation scale is computed from the whole input tensor at run time.
 DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention"})
 #: Operators only a quantized graph has: how a file's precision (int8 or fp32) is read from its graph.

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable
 
-from . import benchmark, client, export, local, manifests, repository, serve, stats
+from . import benchmark, client, convert_pickle, export, local, manifests, repository, serve, stats
 
 #: Each module's `register(subparsers)` adds its sub-command(s) and sets `func`.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -19,6 +19,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     client.register,
     repository.register,
     export.register,
+    convert_pickle.register,
     manifests.register,
     benchmark.register,
     stats.register,

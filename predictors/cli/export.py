@@ -13,10 +13,12 @@ from ..export import DEFAULT_MAX_TEXTS, ExportError, GateFailed, check_file, exp
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a model folder to gated fp32 and int8 ONNX",
+        help="export a model folder to gated ONNX",
         description="Export a HuggingFace model folder to model.onnx (fp32) and model.int8.onnx, each installed "
-        "only if it passes its accuracy gate against PyTorch; writes export_report.json. Exit status 1 when a "
-        "gate failed (that file is not installed), 2 when the folder cannot be exported.",
+        "only if it passes its accuracy gate against PyTorch; or a scikit-learn pipeline folder (model.skops) "
+        "to model.onnx with skl2onnx, installed only if it agrees with scikit-learn. Writes export_report.json. "
+        "Exit status 1 when a gate failed (that file is not installed), 2 when the folder cannot be exported "
+        "(a pipeline skl2onnx cannot convert keeps serving from its skops file; the report says why).",
     )
     parser.add_argument("model", help="a model folder, or the name of one under --models-dir")
     parser.add_argument("--models-dir", default="models", help="where model names are looked up (default: %(default)s)")
@@ -31,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="threads running the gate (default: min(2, CPUs))")
     parser.add_argument("--no-benchmark", action="store_true", help="skip the throughput measurement")
     parser.add_argument("--check", metavar="ONNX_FILE",
-                        help="only gate this existing ONNX file against the folder's torch model; install nothing")
+                        help="only gate this existing ONNX file against the folder's torch model (or scikit-learn "
+                             "pipeline); install nothing")
     parser.set_defaults(func=run)
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from kserve.model_server import parser as kserve_parser
 
-from ..model import CONFIG_FILE, ModelConfigError
+from ..model import ModelConfigError
 from ..model.environment import EnvironmentSettingError, ServerEnvironment, server_environment
+from ..model.files import holds_a_model
 from ..serving.observability.logs import configure_logging
 from ..serving.repository import PredictorRepository
 from ..serving.transport.server import PredictorServer, ServerOptions, ServerStartError, loop_factory
@@ -57,14 +58,13 @@ def _port_free(port: int) -> bool:
 
 def container_model_folder(model_dir: Path) -> Path:
     """storageUri may point at the model folder itself or at a folder holding exactly one model."""
-    if (model_dir / CONFIG_FILE).is_file():
+    if holds_a_model(model_dir):
         return model_dir
-    children = (
-        [p for p in model_dir.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file()] if model_dir.is_dir() else []
-    )
+    children = [p for p in model_dir.iterdir() if p.is_dir() and holds_a_model(p)] if model_dir.is_dir() else []
     if len(children) == 1:
         return children[0]
-    raise SystemExit(f"error: {model_dir} holds no model (expected config.json in it or in exactly one sub-folder)")
+    raise SystemExit(f"error: {model_dir} holds no model (expected config.json or a .skops file in it or in exactly "
+                     "one sub-folder)")
 
 
 def _repository(models_dir: Path | str, environment: ServerEnvironment, **kwargs: object) -> PredictorRepository | None:
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         repository.scan()
         if not repository.entries and not args.watch and not environment.storage_allow:
             print(
-                f"error: no models found in '{args.models_dir}'. Each model is a sub-folder with a config.json "
-                f"(run `make models` to build the demo models).",
+                f"error: no models found in '{args.models_dir}'. Each model is a sub-folder with a config.json or a "
+                f".skops file (run `make models` to build the demo models).",
                 file=sys.stderr,
             )
             return 2

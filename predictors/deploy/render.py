@@ -183,7 +183,7 @@ def _metadata(name: str, s: DeploySettings, mode: str, version: str) -> dict[str
         "predictors/model-version": version,
         "predictors/batch-size": str(s.batch_size),
         "predictors/max-batch": str(s.max_batch),
-        "predictors/max-length": str(s.max_length),
+        **({"predictors/max-length": str(s.max_length)} if s.max_length is not None else {}),
         "predictors/measured-startup-seconds": f"{s.startup_seconds:g}",
         "predictors/measured-peak-rss": f"{math.ceil(s.peak_rss_mib)}Mi",
     }

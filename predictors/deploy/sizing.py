@@ -64,7 +64,7 @@ class DeploySettings:
     version: str
     batch_size: int
     max_batch: int
-    max_length: int
+    max_length: int | None  # None: the model takes texts, not max_length tokens (a scikit-learn pipeline)
     startup_seconds: float
     peak_rss_mib: float
     cpu: int
@@ -145,7 +145,7 @@ def deploy_settings(config: ModelConfig) -> DeploySettings:
         version=str(config.version),
         batch_size=config.batch_size,
         max_batch=config.max_batch,
-        max_length=config.max_length,
+        max_length=None if config.text_pipeline else config.max_length,
         startup_seconds=startup,
         peak_rss_mib=peak,
         cpu=int(values["cpu"]),

@@ -1,4 +1,6 @@
-"""The gated export of a model folder (`python -m predictors export`, the model build), as steps:
+"""The gated export of a model folder (`python -m predictors export`, the model build), as steps.
+
+A HuggingFace folder:
 
 1. `export_fp32`: model.onnx from the HuggingFace weights (`fp32.export_onnx`, verified on its own);
 2. `run_reference`: the torch model over the gate sample, through the serving pipeline;
@@ -8,6 +10,11 @@
 6. `install`: move what passed into the folder (or everything, with `force`); a refused file's older
    namesake is moved aside so it is not served;
 7. `build_report`: export_report.json (`predictors.model.write_report`), which the backend choice reads.
+
+A scikit-learn pipeline folder (model.skops): `convert` with skl2onnx (sklearn_onnx.py), the
+scikit-learn reference, the "converted" gate, the same throughput, install and report steps. A
+pipeline skl2onnx cannot convert gets a report that says why (`conversion.error`), which the backend
+choice shows, and keeps serving from its skops file.
 
 Every file is written in a scratch folder inside the model folder and moved into place only once it
 passed its gate. Progress goes to the "predictors.export" logger.
@@ -30,12 +37,13 @@ from typing import Any, Callable, Iterator, Sequence
 from ..backends import default_workers as backend_workers
 from ..backends.hf import HFBackend
 from ..backends.onnx import OnnxBackend, is_quantized
+from ..backends.sklearn_pipeline import SklearnBackend, pickle_refusal
 from ..model import ONNX_FILES, REPORT_FILE, ModelConfig, ModelConfigError, file_sha256, library_versions, write_report
 from ..backends import load_model_config
 from . import quantize
-from .gate import GateFailed, GateResult, Thresholds, check_gate, compare
+from .gate import CONVERTED, GateFailed, GateResult, Thresholds, check_gate, compare
 from .runner import Run, Runner, prepare_transformers
-from .sample import DEFAULT_MAX_TEXTS, Sample, bench_texts, gate_sample
+from .sample import DEFAULT_MAX_TEXTS, EDGE_TEXTS, Sample, bench_texts, gate_sample
 
 logger = logging.getLogger("predictors.export")
 
@@ -57,7 +65,10 @@ def load_export_config(model_dir: Path | str, overrides: dict[str, Any] | None =
         config = load_model_config(Path(model_dir).resolve())
     except ModelConfigError as exc:
         raise ExportError(str(exc)) from exc
-    if config.hf_weights is None:
+    if config.text_pipeline:
+        if config.pipeline_file is None:
+            raise ExportError(f"model '{config.name}': {pickle_refusal(config.pickle_files[0])}")
+    elif config.hf_weights is None:
         raise ExportError(
             f"model '{config.name}': no HuggingFace weights (model.safetensors) in {config.path}, nothing to "
             "export from; a folder that ships ONNX files is served from them as they are"
@@ -79,29 +90,37 @@ def _verdict(result: GateResult) -> str:
 
 @dataclass
 class Candidate:
-    """An ONNX file gated in the scratch folder, waiting to be installed."""
+    """An ONNX file gated in the scratch folder, waiting to be installed as `target`."""
 
-    precision: str  # "fp32" | "int8"
+    precision: str  # "fp32" | "int8" | "converted"
     path: Path
     result: GateResult
     settings: dict[str, Any]  # how it was made, for the report
     runner: Runner | None = None  # still loaded, for the throughput measurement
 
+    @property
+    def target(self) -> str:
+        """The file name it is installed as (a converted pipeline is the folder's fp32 model.onnx)."""
+        return ONNX_FILES.get(self.precision, ONNX_FILES["fp32"])
+
+
+#: Each reference backend's name in gate messages and its precision in the throughput table.
+REFERENCES = {HFBackend.name: ("torch", "fp32"), SklearnBackend.name: ("scikit-learn", "fp64")}
+
 
 class _Export:
-    """The state the steps share: the folder's config, the sample, the torch reference and the
-    loaded runners (closed, and torch's thread count restored, by `close`)."""
+    """The state the steps share: the folder's config, the sample, the reference run (torch, or
+    scikit-learn for a pipeline) and the loaded runners (closed, and torch's thread count restored,
+    by `close`)."""
 
     def __init__(self, config: ModelConfig, sample: Sample, workers: int, thresholds: Thresholds,
                  on_gate_run: GateRunCallback | None = None) -> None:
-        import torch  # the HF backend sets 1 thread (as served); restored for the caller by close()
-
         self.config, self.sample, self.workers, self.thresholds = config, sample, workers, thresholds
         self.on_gate_run = on_gate_run
         self.runners: list[Runner] = []
         self.reference: Run | None = None
-        self.hf: Runner | None = None
-        self.torch_threads = torch.get_num_threads()
+        self.reference_runner: Runner | None = None
+        self.torch_threads: int | None = None
 
     def runner(self, backend: str, path: Path | None = None) -> Runner:
         runner = Runner(self.config, backend, path)
@@ -113,12 +132,18 @@ class _Export:
         self.runners.remove(runner)
 
     def close(self) -> None:
-        import torch
-
         for runner in self.runners:
             runner.close()
         self.runners.clear()
-        torch.set_num_threads(self.torch_threads)
+        if self.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+
+    @property
+    def reference_name(self) -> str:
+        assert self.reference_runner is not None
+        return REFERENCES[self.reference_runner.choice.name][0]
 
     def gate(self, precision: str, path: Path, name: str) -> tuple[GateResult, Runner, Run]:
         """Run `path` over the sample and hold it to the `precision` gate against the reference."""
@@ -126,7 +151,8 @@ class _Export:
         run = runner.run(self.sample.texts, workers=self.workers, progress=f"{precision} {path.name}")
         if self.on_gate_run is not None:
             self.on_gate_run(name, self.sample.texts, run.outputs)
-        figures = compare(self.config.task, self.reference, run, self.sample.labels, self.sample.texts)
+        figures = compare(self.config.task, self.reference, run, self.sample.labels, self.sample.texts,
+                          self.reference_name)
         return check_gate(name, precision, self.config.task, figures, self.thresholds), runner, run
 
     # ---- the steps ------------------------------------------------------------------------------
@@ -137,10 +163,16 @@ class _Export:
         logger.info("fp32: exported %s (%s, opset %d, legacy exporter, eager attention)", path.name, _mb(path), OPSET)
         return path
 
-    def run_reference(self) -> None:
-        self.hf = self.runner(HFBackend.name)
-        self.reference = self.hf.run(self.sample.texts, workers=self.workers, progress="torch reference")
-        logger.info("torch reference: %d texts in %.1fs", len(self.sample.texts), self.reference.seconds)
+    def run_reference(self, backend: str = HFBackend.name) -> None:
+        """The sample through the framework the exports are held to (torch, or scikit-learn)."""
+        if backend == HFBackend.name:
+            import torch  # the HF backend sets 1 thread (as served); restored for the caller by close()
+
+            self.torch_threads = torch.get_num_threads()
+        self.reference_runner = self.runner(backend)
+        name = self.reference_name
+        self.reference = self.reference_runner.run(self.sample.texts, workers=self.workers, progress=f"{name} reference")
+        logger.info("%s reference: %d texts in %.1fs", name, len(self.sample.texts), self.reference.seconds)
 
     def gate_fp32(self, path: Path) -> Candidate:
         from .fp32 import FP32_SETTINGS
@@ -185,7 +217,9 @@ class _Export:
         for torch and each file that will be installed."""
         texts = bench_texts(self.sample.texts, BENCH_TEXTS)
         logger.info("throughput: %d texts, batch 1 and 8 (length-sorted), 1 thread ...", len(texts))
-        runners = {f"{HFBackend.name}_fp32": self.hf}
+        assert self.reference_runner is not None
+        reference = self.reference_runner.choice.name
+        runners = {f"{reference}_{REFERENCES[reference][1]}": self.reference_runner}
         for candidate in candidates:
             if candidate.runner is None and force:
                 candidate.runner = self.runner(OnnxBackend.name, candidate.path)
@@ -204,7 +238,7 @@ class _Export:
         failed: list[GateResult] = []
         for candidate in candidates:
             result, path = candidate.result, candidate.path
-            target = self.config.path / ONNX_FILES[candidate.precision]
+            target = self.config.path / candidate.target
             install = result.passed or force
             files[target.name] = {
                 "precision": candidate.precision, "installed": install, "forced": install and not result.passed,
@@ -223,11 +257,27 @@ class _Export:
             logger.info("NOT installed %s: it failed its gate", target.name)
         return files, failed
 
-    def build_report(self, files: dict[str, Any], fp32: Candidate, quantization: dict[str, Any],
+    def finish(self, candidates: Sequence[Candidate], force: bool, throughput: dict[str, Any], started: float,
+               quantization: dict[str, Any] | None = None, **extra: Any) -> tuple[dict[str, Any], list[GateResult]]:
+        """Release the runners, install (`install`), write export_report.json (with `extra` sections);
+        returns the report and the failed gates."""
+        self.close()
+        files, failed = self.install(candidates, force)
+        int8 = next((c for c in candidates if c.precision == "int8"), None)
+        if quantization is not None and int8 is not None and files[int8.target]["installed"]:
+            quantization["installed"] = int8.settings["quantization"]["name"]
+        report = {**self.build_report(files, candidates[0], quantization, throughput, time.monotonic() - started), **extra}
+        write_report(self.config.path, report)
+        logger.info("wrote %s (%.1fs)", REPORT_FILE, report["export_seconds"])
+        return report, failed
+
+    def build_report(self, files: dict[str, Any], fp32: Candidate, quantization: dict[str, Any] | None,
                      throughput: dict[str, Any], seconds: float) -> dict[str, Any]:
-        config, sample, weights = self.config, self.sample, self.config.hf_weights
+        """export_report.json; `quantization` is the int8 ladder's section (None: no int8 step)."""
+        assert self.reference_runner is not None and self.reference is not None
+        config, sample, weights = self.config, self.sample, self.reference_runner.choice.weights
         accuracy = fp32.result.figures.get("reference_accuracy")
-        return {
+        report = {
             "model": config.name,
             "task": config.task,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -235,18 +285,35 @@ class _Export:
             "sample": {"source": sample.source, "texts": len(sample.texts), "labelled": sample.labelled,
                        "batch_size": config.batch_size, "max_length": config.max_length, "workers": self.workers},
             "thresholds": self.thresholds.as_dict(),
-            "reference": {"backend": HFBackend.name, "file": weights.name, "size_bytes": weights.stat().st_size,
-                          "sha256": file_sha256(weights), "seconds": round(self.reference.seconds, 1),
+            "reference": {"backend": self.reference_runner.choice.name, "file": weights.name,
+                          "size_bytes": weights.stat().st_size, "sha256": file_sha256(weights),
+                          "seconds": round(self.reference.seconds, 1),
                           **({"accuracy": accuracy} if accuracy is not None else {})},
             "files": files,
             "quantization": quantization,
             "throughput": {"unit": "texts/s", "threads": 1, "texts": BENCH_TEXTS if throughput else 0,
                            "note": "one intra-op thread per run, as each server worker runs; batch 8 on "
-                                   "length-sorted texts; the tokenizer and task head are included",
+                                   "length-sorted texts; the tokenizer (or text cleaning) and task head are included",
                            **throughput},
             "versions": library_versions(),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         }
+        if quantization is None:
+            del report["quantization"]
+        return report
+
+
+@contextlib.contextmanager
+def _export_job(config: ModelConfig, sample: Sample, workers: int, thresholds: Thresholds,
+                on_gate_run: GateRunCallback | None = None) -> Iterator[tuple[_Export, Path]]:
+    """The job's state and its scratch folder inside the model folder, both gone afterwards."""
+    job = _Export(config, sample, workers, thresholds, on_gate_run)
+    work_dir = Path(tempfile.mkdtemp(dir=config.path, prefix=".export-"))
+    try:
+        yield job, work_dir
+    finally:
+        job.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 class _Forward(logging.Handler):
@@ -302,36 +369,89 @@ def export_model(
     """
     config = load_export_config(model_dir, overrides)
     thresholds = thresholds or Thresholds()
-    ladder = tuple(quantize.LADDER if ladder is None else ladder)
     workers = workers or default_workers()
+    if config.text_pipeline:
+        return export_pipeline(config, texts_file, force, max_texts, workers, benchmark, thresholds, log)
+    ladder = tuple(quantize.LADDER if ladder is None else ladder)
     started = time.monotonic()
     prepare_transformers()
     with _logging_to(log):
         sample = gate_sample(config, texts_file, max_texts or DEFAULT_MAX_TEXTS)
         logger.info("export %s: %s; %d labelled; chunks of %d, max_length %d, %d worker(s)", config.name,
                     sample.source, sample.labelled, config.batch_size, config.max_length, workers)
-        job = _Export(config, sample, workers, thresholds, on_gate_run)
-        work_dir = Path(tempfile.mkdtemp(dir=config.path, prefix=".export-"))
-        try:
+        with _export_job(config, sample, workers, thresholds, on_gate_run) as (job, work_dir):
             fp32_path = job.export_fp32(work_dir)
             job.run_reference()
             fp32 = job.gate_fp32(fp32_path)
             int8, quantization = job.quantize_int8(fp32_path, work_dir, ladder)
             candidates = [fp32] if int8 is None else [fp32, int8]
             throughput = job.measure_throughput(candidates, force) if benchmark else {}
-            job.close()
-            files, failed = job.install(candidates, force)
-            if int8 is not None and files[ONNX_FILES["int8"]]["installed"]:
-                quantization["installed"] = int8.settings["quantization"]["name"]
-            report = job.build_report(files, fp32, quantization, throughput, time.monotonic() - started)
-            write_report(config.path, report)
-            logger.info("wrote %s (%.0fs)", REPORT_FILE, report["export_seconds"])
-        finally:
-            job.close()
-            shutil.rmtree(work_dir, ignore_errors=True)
+            report, failed = job.finish(candidates, force, throughput, started, quantization)
     if failed:
         raise GateFailed(failed)
     return report
+
+
+def export_pipeline(
+    config: ModelConfig, texts_file: Path | str | None, force: bool, max_texts: int | None, workers: int,
+    benchmark: bool, thresholds: Thresholds, log: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """model.onnx from a scikit-learn pipeline (skl2onnx), installed only if it passes the
+    "converted" gate against scikit-learn on the sample (plus a few edge texts). A pipeline skl2onnx
+    cannot convert gets a report saying why, and a previous model.onnx is moved aside; both raise
+    ExportError, and the folder keeps serving from its skops file."""
+    from .sklearn_onnx import ConversionError, convert_pipeline
+
+    started = time.monotonic()
+    with _logging_to(log):
+        sample = gate_sample(config, texts_file, max_texts or DEFAULT_MAX_TEXTS)
+        sample = Sample([*sample.texts, *EDGE_TEXTS], [*sample.labels, *[None] * len(EDGE_TEXTS)],
+                        f"{sample.source} + {len(EDGE_TEXTS)} edge texts")
+        logger.info("export %s: %s; %d labelled; chunks of %d, %d worker(s)", config.name, sample.source,
+                    sample.labelled, config.batch_size, workers)
+        with _export_job(config, sample, workers, thresholds) as (job, work_dir):
+            assert config.pipeline_file is not None
+            target = config.path / ONNX_FILES["fp32"]
+            job.run_reference(SklearnBackend.name)
+            assert job.reference_runner is not None
+            try:  # the pipeline the reference runner loaded (skops' load of a large vocabulary takes seconds)
+                settings = convert_pipeline(job.reference_runner.predictor.backend.pipeline, work_dir / target.name)
+            except ConversionError as exc:
+                _set_aside(target)
+                write_report(config.path, _conversion_report(config, str(exc), time.monotonic() - started))
+                raise ExportError(f"model '{config.name}': {exc}; it keeps serving from {config.pipeline_file.name}") from exc
+            logger.info("converted %s with skl2onnx (%s): %s", config.pipeline_file.name, _mb(work_dir / target.name),
+                        "; ".join(settings["fixes"]) or "no fixes needed")
+            result, runner, _ = job.gate(CONVERTED, work_dir / target.name, target.name)
+            logger.info("converted %s", _verdict(result))
+            candidate = Candidate(CONVERTED, work_dir / target.name, result, {"conversion": settings}, runner)
+            throughput = job.measure_throughput([candidate], force) if benchmark else {}
+            report, failed = job.finish([candidate], force, throughput, started, conversion=settings)
+    if failed:
+        raise GateFailed(failed)
+    return report
+
+
+def _set_aside(path: Path) -> None:
+    """A previous export that no gate covers any more must not be served: moved to <name>.previous."""
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".previous"))
+        logger.info("moved the previous %s aside to %s.previous (not served)", path.name, path.name)
+
+
+def _conversion_report(config: ModelConfig, error: str, seconds: float) -> dict[str, Any]:
+    assert config.pipeline_file is not None
+    weights = config.pipeline_file
+    return {
+        "model": config.name, "task": config.task,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "export_seconds": round(seconds, 1),
+        "reference": {"backend": SklearnBackend.name, "file": weights.name, "size_bytes": weights.stat().st_size,
+                      "sha256": file_sha256(weights)},
+        "files": {},
+        "conversion": {"converter": "skl2onnx", "error": error},
+        "versions": library_versions(),
+    }
 
 
 def check_file(
@@ -343,10 +463,11 @@ def check_file(
     thresholds: Thresholds | None = None,
     log: Callable[[str], None] | None = None,
 ) -> GateResult:
-    """Gate an existing ONNX file against the folder's HuggingFace weights; installs nothing.
+    """Gate an existing ONNX file against the folder's HuggingFace weights (or its scikit-learn
+    pipeline); installs nothing.
 
-    The precision (hence the gate) is read from the graph: int8 when it holds quantized ops.
-    Returns the `GateResult`; raises `GateFailed` when it fails.
+    The precision (hence the gate) is read from the graph: int8 when it holds quantized ops;
+    "converted" for a pipeline folder. Returns the `GateResult`; raises `GateFailed` when it fails.
     """
     model_dir = Path(model_dir).resolve()
     onnx_path = Path(onnx_file)
@@ -355,14 +476,17 @@ def check_file(
     if not onnx_path.is_file():
         raise ExportError(f"{onnx_path} does not exist")
     config = load_export_config(model_dir)
-    precision = "int8" if is_quantized(onnx_path) else "fp32"
-    prepare_transformers()
+    if config.text_pipeline:
+        precision, reference = CONVERTED, SklearnBackend.name
+    else:
+        precision, reference = ("int8" if is_quantized(onnx_path) else "fp32"), HFBackend.name
+        prepare_transformers()
     with _logging_to(log):
         sample = gate_sample(config, texts_file, max_texts or DEFAULT_MAX_TEXTS)
-        logger.info("check %s (%s) against torch on %s", onnx_path.name, precision, sample.source)
+        logger.info("check %s (%s) against %s on %s", onnx_path.name, precision, REFERENCES[reference][0], sample.source)
         job = _Export(config, sample, workers or default_workers(), thresholds or Thresholds())
         try:
-            job.run_reference()
+            job.run_reference(reference)
             result, _, _ = job.gate(precision, onnx_path, onnx_path.name)
         finally:
             job.close()

@@ -76,6 +76,20 @@ BUILTIN_TEXTS: tuple[str, ...] = (
 )
 
 
+#: Added to a converted pipeline's gate sample: texts whose featurization is easy to get wrong
+#: (empty, punctuation or digits only, one-letter words, accents, odd whitespace, repeated words).
+EDGE_TEXTS: tuple[str, ...] = (
+    "",
+    "!!!",
+    "12345",
+    "a b c i o u",
+    "Café crème, naïve façade, Straße, ÉCOLE.",
+    "  spaced \t out\nover   lines  ",
+    "good good good good bad",
+    "Visit https://example.com/a?b=1 or mail shop@example.com, 50% off $19.99!",
+)
+
+
 @dataclass
 class Sample:
     texts: list[str]

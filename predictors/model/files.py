@@ -17,11 +17,39 @@ DRIFT_REFERENCE_FILE = "drift_reference.json"  # prediction reference distributi
 HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 #: ONNX files by precision, in the order the backend choice prefers them.
 ONNX_FILES = {"int8": "model.int8.onnx", "fp32": "model.onnx"}
+#: A scikit-learn pipeline saved with skops.io (`model.skops`, or a folder's only `.skops` file).
+SKOPS_FILE = "model.skops"
+SKOPS_SUFFIX = ".skops"
+#: Pickle files (pickle, joblib): never loaded, since loading one runs whatever code it holds; a
+#: folder that holds one is reported with the command that converts it to skops.
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 #: Libraries whose version can change what a build or an export produces.
 LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy")
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def skops_file(folder: Path) -> Path | None:
+    """The folder's skops file: model.skops, else its only .skops file."""
+    preferred = folder / SKOPS_FILE
+    if preferred.is_file():
+        return preferred
+    found = sorted(p for p in folder.glob(f"*{SKOPS_SUFFIX}") if p.is_file()) if folder.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
+def pickle_files(folder: Path) -> list[Path]:
+    """The folder's pickle and joblib files (by suffix; never opened here)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
+
+
+def holds_a_model(folder: Path) -> bool:
+    """A folder with a HuggingFace config.json, a predictor.yaml, a skops file or a pickle file."""
+    return (folder / CONFIG_FILE).exists() or (folder / PREDICTOR_FILE).exists() or (
+        folder.is_dir() and any(folder.glob(f"*{SKOPS_SUFFIX}"))) or bool(pickle_files(folder))
 
 
 def file_sha256(path: Path | str) -> str:

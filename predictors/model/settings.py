@@ -7,6 +7,7 @@ is; the error message is built from it.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -134,6 +135,45 @@ class CacheSection(_Strict):
     url: Annotated[StrictStr, Field(pattern=r"^rediss?://", description="a redis:// or rediss:// URL")] | None = None
 
 
+Token = Annotated[StrictStr, Field(pattern=r"^\S+$", description="a token without spaces, such as _url_")]
+UNICODE_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
+
+
+class PreprocessSection(_Strict):
+    """`preprocess:` the model's text cleaning (predictors/model/cleaning.py), applied in training, at
+    inference and in the export gate. Every step is off unless set here."""
+
+    unicode_normalization: Annotated[Literal[UNICODE_FORMS], Field(description="NFC, NFKC, NFD or NFKD")] | None = None
+    replace_urls: Token | None = None
+    replace_emails: Token | None = None
+    replace_numbers: Token | None = None
+    lowercase: Annotated[StrictBool, Field(description="true or false")] = False
+    remove_punctuation: Annotated[StrictBool, Field(description="true or false")] = False
+    collapse_whitespace: Annotated[StrictBool, Field(description="true or false")] = False
+
+    @model_validator(mode="after")
+    def _tokens_survive_punctuation_removal(self) -> "PreprocessSection":
+        if self.remove_punctuation:
+            for key in ("replace_urls", "replace_emails", "replace_numbers"):
+                token = getattr(self, key)
+                if token is not None and not all(c.isalnum() or c == "_" for c in token):
+                    raise ValueError(
+                        f"{key} {token!r} would lose its punctuation to remove_punctuation; "
+                        f"use word characters only, such as _{key.removeprefix('replace_').rstrip('s')}_"
+                    )
+        return self
+
+
+class TrainingSection(_Strict):
+    """`training:` how the model was trained, shown in /v2/models/<name>/config and `list`. The demo
+    build records the same in build_info.json, which takes precedence."""
+
+    date: Annotated[datetime.date, Field(description="a date such as 2026-12-07")] | None = None
+    data: Text | None = None
+    train_size: NonNegativeInt | None = None
+    heldout_size: NonNegativeInt | None = None
+
+
 class PredictorSettings(_Strict):
     """Everything `predictor.yaml` may hold; absent keys are inferred from the model folder."""
 
@@ -186,6 +226,12 @@ class PredictorSettings(_Strict):
                 "(set loading: on_demand, or remove idle_unload_seconds)"
             )
         return self
+    # Text cleaning before the model (off by default) and training metadata.
+    preprocess: PreprocessSection = Field(default_factory=PreprocessSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    # Class names in the order of the model's outputs: a scikit-learn pipeline's classes_ renamed, or
+    # the labels of a folder that records none.
+    labels: Annotated[list[Text], Field(min_length=1, description="a list of class names")] | None = None
 
 
 def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
@@ -236,7 +282,7 @@ def describe_errors(error: ValidationError, model: type[BaseModel], name: str, s
             continue
         key = ".".join(_field_path(model, loc))
         if item["type"] == "value_error":  # a validator's own message says what is wrong (a URI, two keys)
-            reason = item["msg"].removeprefix("Value error, ")
+            reason = str(item.get("ctx", {}).get("error", item["msg"].removeprefix("Value error, ")))
             problem = f"{key}: {reason}" if key else reason
         else:
             wanted = _field_description(model, loc) or item["msg"].lower()

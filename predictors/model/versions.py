@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from .files import CONFIG_FILE, PREDICTOR_FILE
+from .files import holds_a_model
 from .settings import VersionPolicy
 
 _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
@@ -50,7 +50,7 @@ def version_folders(folder: Path) -> dict[int, Path]:
     }
     if numbered:
         return dict(sorted(numbered.items()))
-    if (folder / CONFIG_FILE).exists() or (folder / PREDICTOR_FILE).exists():
+    if holds_a_model(folder):
         return {1: folder}
     return {}
 

@@ -9,6 +9,10 @@ postprocess codec.encode_response: typed outputs -> V2 InferResponse or V1 predi
 `run_batch` and `run_texts` are the one way to run texts through a loaded model: the scheduler's
 workers call `run_batch`; warm-up, calibration, the export gate and the drift reference call
 `run_texts`, which runs them as a request alone would be chunked, without the queue.
+
+Each text is cut to the model's character limit, then cleaned (predictor.yaml `preprocess:`, off by
+default), then either tokenized for a backend that takes token ids or handed as it is to a backend
+that featurizes texts itself (Backend.takes_texts: a scikit-learn pipeline, its ONNX export).
 """
 
 from __future__ import annotations
@@ -63,8 +67,10 @@ class BatchRun:
     array: np.ndarray  # the backend's output for the whole batch
     outputs: dict[str, np.ndarray]  # the head's outputs, one row per text
     truncated: list[bool]
-    tokens: np.ndarray  # real tokens per text (the attention mask's row sums)
-    padded_tokens: int  # token slots of the padded batch (texts x longest)
+    # Real tokens per text: the attention mask's row sums; for a backend that takes texts, the words
+    # of each cleaned text (whitespace-separated), which nothing pads.
+    tokens: np.ndarray
+    padded_tokens: int  # token slots of the padded batch (texts x longest; the tokens' sum when unpadded)
 
 
 @dataclass
@@ -94,6 +100,7 @@ class TextPredictor(kserve.Model):
         super().__init__(name or config.name)
         self.config = config
         self.thread_counts = thread_counts  # intra-op threads per run; None: decided at load (_thread_counts)
+        self.cleaner = config.cleaner  # predictor.yaml `preprocess:`; does nothing when no step is set
         self.head = head_for(config)
         self.specs = self.head.outputs()
         self.workers = config.workers or default_workers()
@@ -133,6 +140,11 @@ class TextPredictor(kserve.Model):
 
     def _load(self) -> None:
         started = time.monotonic()
+        if self.cleaner.active and self.head.needs_offsets:
+            raise ModelLoadError(
+                f"model '{self.name}': preprocess in predictor.yaml rewrites the texts, so this task's character "
+                "offsets would not point into the texts clients sent; remove preprocess for this model"
+            )
         self._load_runtime()
         self.cache = build_cache(self.config, self.choice.weights, self.head.personal_data)
         self.prediction_log = PredictionLog.for_model(self.config, self.head)
@@ -161,14 +173,16 @@ class TextPredictor(kserve.Model):
         return (1, cpus) if cpus > 1 and server_environment().adaptive_threads == "auto" else (1,)
 
     def _load_runtime(self) -> None:
-        """The backend the folder's files call for, and the tokenizer."""
+        """The backend the folder's files call for, and the tokenizer (unless the backend takes texts)."""
         self.choice = choose_backend(self.config)
         for refused in self.choice.refused:
-            logger.warning("model %s: not serving %s (see export_report.json)", self.name, refused)
+            logger.warning("model %s: not serving %s", self.name, refused)
         try:
             self.backend = BACKENDS[self.choice.name](self.config, self.head, self.choice.weights, threads=self._thread_counts())
         except Exception as exc:
             raise ModelLoadError(f"cannot load {self.choice.weights}: {exc}") from exc
+        if self.backend.takes_texts:
+            return
         try:
             # A tokenizer.json is read by PreTrainedTokenizerFast alone (the same encodings);
             # AutoTokenizer also imports transformers' config code, which imports torch.
@@ -261,6 +275,7 @@ class TextPredictor(kserve.Model):
 
     def describe(self) -> dict[str, Any]:
         """Everything a client or operator may want to know, served at /v2/models/<name>/config."""
+        takes_texts = bool(self.backend and self.backend.takes_texts)
         return {
             "name": self.name,
             "version": self.config.version,
@@ -274,7 +289,12 @@ class TextPredictor(kserve.Model):
             "device_reason": self.backend.device_choice.reason if self.backend else None,
             "batch_size": self.config.batch_size,
             "max_batch": self.config.max_batch,
-            "max_length": self.config.max_length,
+            "max_length": None if takes_texts else self.config.max_length,
+            "max_text_chars": self.config.text_char_limit,
+            "inputs_taken": ("texts" if takes_texts else "token ids") if self.backend else None,
+            "preprocess": self.cleaner.steps(),
+            "features": self.config.features,
+            "training": self.config.training_metadata(),
             "workers": self.workers,
             "timeout_ms": self.config.timeout_ms or DEFAULT_TIMEOUT_MS,
             "scheduler": self.scheduler.describe() if self.scheduler else None,
@@ -306,7 +326,8 @@ class TextPredictor(kserve.Model):
         self.scheduler.arrived(len(texts))
         runs = RequestRuns()
         rows = await lookup_then_compute(
-            self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout, runs), runs
+            self.cache, texts, lambda missing: self.scheduler.submit(missing, timeout, runs), runs,
+            key=self._cache_key if self.cleaner.active else None,
         )
         metrics.observe_plan(self, len(texts), runs.batches)
         request_context.record_run(runs.timings(), sum(row.tokens for row in rows), runs.cached_texts)
@@ -343,10 +364,28 @@ class TextPredictor(kserve.Model):
             latency_ms=latency_ms,
         )
 
+    def _cache_key(self, text: str) -> str:
+        """The response cache's key for a text when the model cleans its texts: the cleaned text, for
+        a text that needs no cut before or after cleaning (its answer depends on the cleaned text
+        alone: texts that clean alike get the same answer); else the text as sent, which is longer
+        than the character limit and so never equals a cleaned key."""
+        limit = self.config.text_char_limit
+        if len(text) > limit:
+            return text
+        cleaned = self.cleaner(text)
+        return cleaned if len(cleaned) <= limit else text
+
     # ---- running texts ---------------------------------------------------------------------
     def run_batch(self, texts: list[str], timer: StageTimer = untimed, threads: int = 1) -> BatchRun:
-        """Tokenize, run and decode one batch on the calling thread, the backend on `threads` intra-op
-        threads (the caller holds that many compute slots); `timer` times each stage."""
+        """Prepare (cut, clean, tokenize), run and decode one batch on the calling thread, the backend on
+        `threads` intra-op threads (the caller holds that many compute slots); `timer` times each stage
+        ("tokenize" is the cleaning alone for a backend that takes texts)."""
+        if self.backend.takes_texts:
+            batch = timer("tokenize", self._prepare_texts, texts)
+            array = timer("backend", self.backend.run_texts, batch.texts, threads)
+            outputs = timer("postprocess", self.head.decode, array, batch)
+            words = np.array([len(text.split()) for text in batch.texts], dtype=np.int64)
+            return BatchRun(array, outputs, batch.truncated, words, int(words.sum()))
         batch = timer("tokenize", self._tokenize, texts)
         array = timer("backend", self.backend.run, batch.arrays, threads)
         outputs = timer("postprocess", self.head.decode, array, batch)
@@ -389,13 +428,23 @@ class TextPredictor(kserve.Model):
         metrics.observe_tokens(self, run.tokens, run.padded_tokens)
         return RanBatch(run.outputs, run.truncated, [int(t) for t in run.tokens], stages)
 
+    def _cut_and_clean(self, texts: list[str]) -> tuple[list[str], list[bool]]:
+        """Each text cut to the character limit (and flagged when cut), then cleaned."""
+        char_limit = self.config.text_char_limit
+        cut = [len(text) > char_limit for text in texts]
+        texts = [text[:char_limit] if too_long else text for text, too_long in zip(texts, cut)]
+        return self.cleaner.clean(texts), cut
+
+    def _prepare_texts(self, texts: list[str]) -> TokenBatch:
+        """For a backend that takes texts: cut and cleaned, no token arrays."""
+        cleaned, cut = self._cut_and_clean(texts)
+        return TokenBatch(texts=cleaned, arrays={}, offsets=None, special_tokens=None, truncated=cut)
+
     def _tokenize(self, texts: list[str]) -> TokenBatch:
         needs_offsets = self.head.needs_offsets
         # The tokenizer reads a whole text before truncating (a 10 MB text took 19 s and 2 GB): first
         # cut what max_length tokens cannot reach, and report those texts as truncated.
-        char_limit = self.config.text_char_limit
-        cut = [len(text) > char_limit for text in texts]
-        texts = [text[:char_limit] if too_long else text for text, too_long in zip(texts, cut)]
+        texts, cut = self._cut_and_clean(texts)
         encoded = self.tokenizer(
             texts,
             padding=True,

@@ -847,7 +847,9 @@ class PredictorRepository(ModelRepository):
         try:
             async with self._load_slot:
                 versioned = folder != entry.content
-                config = load_model_config(folder, entry.name, version=number if versioned else None, overrides=overrides)
+                # Off the event loop: a pipeline's skops schema can take a second to read.
+                config = await asyncio.to_thread(
+                    load_model_config, folder, entry.name, number if versioned else None, overrides)
                 predictor = self.predictor_class(config, entry.name)
                 predictor.enable_latency_logging = self.enable_latency_logging
                 predictor.known_seconds_per_text = self.throughput.get((entry.name, version, folder_fingerprint(folder)))

@@ -34,8 +34,9 @@ class OutputSpec:
 class TokenBatch:
     """A tokenized chunk: the arrays a backend consumes plus what a head needs to map back to text."""
 
-    texts: list[str]
-    arrays: dict[str, np.ndarray]  # input_ids, attention_mask, token_type_ids (int64, [n, seq])
+    texts: list[str]  # as the model sees them: cut to the character limit and cleaned
+    # input_ids, attention_mask, token_type_ids (int64, [n, seq]); empty for a backend that takes texts
+    arrays: dict[str, np.ndarray]
     offsets: np.ndarray | None  # [n, seq, 2] character offsets, for heads that need them
     special_tokens: np.ndarray | None  # [n, seq] 1 where the token is [CLS]/[SEP]/[PAD]
     truncated: list[bool]

@@ -19,7 +19,7 @@ TOP_SCORE = "predictors_top_score"
 class ClassificationHead(TaskHead):
     hf_auto_class = "AutoModelForSequenceClassification"
     backend_output = "logits"
-    traits = TaskTraits(architectures=("ForSequenceClassification",))
+    traits = TaskTraits(architectures=("ForSequenceClassification",), text_pipelines=True)
     metrics = (
         TaskMetric(PREDICTED_LABELS, "counter", "Texts by predicted label (classification).", ("label",)),
         TaskMetric(TOP_SCORE, "histogram", "Probability of the predicted label (classification).", buckets=SCORE_BUCKETS),
@@ -81,16 +81,17 @@ class ClassificationHead(TaskHead):
     def gate_figures(
         reference: GateRun, candidate: GateRun, labels: Sequence[str | None], texts: Sequence[str]
     ) -> dict[str, Any]:
-        """Top-1 agreement with torch, the largest probability change, and accuracy on labelled texts."""
+        """Top-1 agreement with the reference, the largest probability change (over all texts, and
+        the 99.5th percentile of each text's largest), and accuracy on labelled texts."""
         n = len(reference.raw)
         ref_labels, cand_labels = reference.outputs["label"], candidate.outputs["label"]
         changed = int(sum(a != b for a, b in zip(ref_labels, cand_labels)))
+        per_text = np.abs(reference.outputs["probabilities"] - candidate.outputs["probabilities"]).max(axis=1) if n else None
         figures: dict[str, Any] = {
             "top1_agreement": (n - changed) / n if n else 1.0,
             "changed": changed,
-            "max_probability_diff": float(
-                np.abs(reference.outputs["probabilities"] - candidate.outputs["probabilities"]).max()
-            ) if n else 0.0,
+            "max_probability_diff": float(per_text.max()) if n else 0.0,
+            "probability_diff_p995": float(np.percentile(per_text, 99.5)) if n else 0.0,
         }
         known = [i for i, label in enumerate(labels) if label is not None]
         if known:
@@ -102,20 +103,30 @@ class ClassificationHead(TaskHead):
 
     @staticmethod
     def gate_checks(precision: str, figures: dict[str, Any], thresholds: Any) -> list[GateCheck]:
+        reference = figures.get("reference", "torch")
         checks = [GateCheck(f"{precision} top-1 agreement", figures["top1_agreement"],
                             thresholds.min_agreement(precision), ">=", percent,
                             f" ({figures['changed']} of {figures['texts']} texts changed label)")]
+        if precision == "converted":  # a reimplemented featurization: probabilities within a tolerance
+            checks.append(GateCheck(
+                "converted probability difference (99.5th percentile of texts)", figures["probability_diff_p995"],
+                thresholds.converted_probability_tolerance, "<=", lambda v: f"{v:.1e}",
+                f" (largest {figures['max_probability_diff']:.1e})",
+            ))
         if "accuracy_drop" in figures:
             checks.append(GateCheck(
                 f"{precision} accuracy drop", figures["accuracy_drop"], thresholds.max_accuracy_drop, "<=",
                 lambda v: f"{100 * v:.2f} pt",
-                f" (accuracy {percent(figures['accuracy'])} vs torch {percent(figures['reference_accuracy'])})",
+                f" (accuracy {percent(figures['accuracy'])} vs {reference} {percent(figures['reference_accuracy'])})",
             ))
         return checks
 
     @staticmethod
     def gate_summary(figures: dict[str, Any]) -> list[str]:
+        reference = figures.get("reference", "torch")
         parts = [f"top-1 agreement {percent(figures['top1_agreement'])} ({figures['changed']} of {figures['texts']} changed)"]
+        if "reference" in figures:
+            parts.append(f"largest probability difference {figures['max_probability_diff']:.1e}")
         if "accuracy" in figures:
-            parts.append(f"accuracy {percent(figures['accuracy'])} vs torch {percent(figures['reference_accuracy'])}")
+            parts.append(f"accuracy {percent(figures['accuracy'])} vs {reference} {percent(figures['reference_accuracy'])}")
         return parts

@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from predictors.tasks import load_model_config
+from predictors.backends import load_model_config
 from predictors.serving.predictor import TextPredictor
 
 
@@ -26,7 +26,7 @@ def infer(server, model, texts, outputs=None):
             for o in response["outputs"]}
 
 
-@pytest.mark.parametrize("model, bar", [("review-sentiment", 0.82), ("news-topic", 0.95)])
+@pytest.mark.parametrize("model, bar", [("review-sentiment", 0.82), ("news-topic", 0.95), ("review-sentiment-tfidf", 0.78)])
 def test_heldout_accuracy_through_the_server(server, demo_models, model, bar):
     heldout = load_model_config(demo_models / model).heldout()
     assert len(heldout) >= 400

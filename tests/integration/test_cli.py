@@ -28,8 +28,9 @@ def test_list_shows_every_demo_model(demo_models):
     table, _, reasons = "\n".join(lines[1:]).partition("\n\n")
     rows = {line.split()[0]: line for line in table.splitlines()}
     assert all(f"{name}: " in reasons for name in rows)  # why each backend was chosen
-    assert set(rows) == {"news-topic", "pii-ner", "review-sentiment", "sentence-embedding"}
+    assert set(rows) == {"news-topic", "pii-ner", "review-sentiment", "review-sentiment-tfidf", "sentence-embedding"}
     assert "great,other" in rows["review-sentiment"] and "onnx" in rows["pii-ner"]
+    assert "onnx (model.onnx)" in rows["review-sentiment-tfidf"] and "great,other" in rows["review-sentiment-tfidf"]
     assert "token_classification" in rows["pii-ner"] and "35 labels" in rows["pii-ner"]
 
 

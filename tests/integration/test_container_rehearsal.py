@@ -38,12 +38,12 @@ from predictors.deploy.merge import effective_container, resolve_env
 from ..conftest import DEMO_MODELS, free_port, http_status
 from ..rehearsal_helpers import (
     ROOT,
-    SLOW_REQUEST_TEXTS,
     RequestInFlight,
     budget,
     isvc_files,
     model_folder,
     post,
+    slow_request,
     pre_stop_while_serving,
     preprocessed,
     serving_runtime,
@@ -263,7 +263,7 @@ def test_container_rehearsal(manifest: Path, image: None, tmp_path: Path):
         hook = container["lifecycle"]["preStop"]["exec"]["command"]
         terminating = time.monotonic()
         pre_stop_while_serving(["podman", "exec", container_name, *hook], url, name, grace, env=podman_env())
-        in_flight = RequestInFlight(url, name, min(SLOW_REQUEST_TEXTS, int(model_config["max_batch"]))).start()
+        in_flight = RequestInFlight(url, name, *slow_request(model_config)).start()
         sigterm = time.monotonic()
         podman("kill", "--signal", "TERM", container_name)
         try:
@@ -284,7 +284,7 @@ def test_container_rehearsal(manifest: Path, image: None, tmp_path: Path):
 def test_demo_image_serves_its_baked_models(podman_ready: None, tmp_path_factory: pytest.TempPathFactory,
                                             tmp_path: Path):
     """predictors:demo with no arguments serves every baked demo model, as non-root, read-only."""
-    missing = [m for m in DEMO_MODELS if not (ROOT / "models" / m / "config.json").is_file()]
+    missing = [m for m in DEMO_MODELS if not (ROOT / "models" / m / "build_info.json").is_file()]
     if missing:
         pytest.fail(f"demo models not built: {missing}; run `make models` (make test does it)")
     build_image("demo", tmp_path_factory)

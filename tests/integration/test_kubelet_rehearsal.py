@@ -38,8 +38,8 @@ from predictors.deploy.merge import effective_container, local_command, local_po
 from predictors.deploy.runtime import DEFAULT_DRAIN_SECONDS, DRAIN_ENV
 from tests.helpers import linked_model_folder
 from tests.rehearsal_helpers import (
-    MANIFESTS_DIR, MODELS_DIR, ROOT, SLOW_REQUEST_TEXTS, RequestInFlight, budget, isvc_files, model_folder, post,
-    pre_stop_while_serving, serving_runtime, texts_body, wait_for_probe,
+    MANIFESTS_DIR, MODELS_DIR, ROOT, RequestInFlight, budget, isvc_files, model_folder, post, pre_stop_while_serving,
+    serving_runtime, slow_request, texts_body, wait_for_probe,
 )
 from tests.unit.deploy.dockerfile_parser import parse
 
@@ -121,8 +121,7 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
         terminating = time.monotonic()
         pre_stop_while_serving(hook, url, name, grace)
 
-        slow_count = min(SLOW_REQUEST_TEXTS, int(config["max_batch"]))  # the largest request the model accepts
-        in_flight = RequestInFlight(url, name, slow_count).start()  # SIGTERM once it is computing
+        in_flight = RequestInFlight(url, name, *slow_request(config)).start()  # SIGTERM once it is computing
         sigterm = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:
@@ -131,7 +130,7 @@ def test_kubelet_rehearsal(manifest: Path, tmp_path: Path):
             pytest.fail(f"{name} still running {grace}s after termination began; kubelet would SIGKILL it:\n{log.read_text()[-3000:]}")
         exited = time.monotonic()
         answered = in_flight.check_answered(sigterm, log.read_text()[-3000:])
-        print(f"{name}: in-flight request completed {answered:.1f}s after SIGTERM; "
+        print(f"{name}: in-flight request completed {answered:.2f}s after SIGTERM; "
               f"exited {exited - terminating:.1f}s into a {grace}s grace period (code {process.returncode})")
     finally:
         if process.poll() is None:

@@ -21,13 +21,14 @@ from tests.conftest import DEMO_MODELS, MODELS_DIR, start_server
 
 TEXTS = {
     "review-sentiment": ["Delicious, my kids love these snacks.", "Arrived broken and tasted awful."],
+    "review-sentiment-tfidf": ["Delicious, my kids love these snacks.", "Arrived broken and tasted awful."],
     "news-topic": ["Shares fell as the company reported weaker profits.", "The striker scored twice in the final."],
     "pii-ner": ["Mail ann@example.com or call 415-555-0132.", "Nothing personal in this sentence."],
     "sentence-embedding": ["A cat sits on the mat.", "Stock markets rallied today."],
 }
 TASK_METRICS = {  # metric families that exist only for some tasks
-    "predictors_predicted_labels_total": {"review-sentiment", "news-topic"},
-    "predictors_top_score_bucket": {"review-sentiment", "news-topic"},
+    "predictors_predicted_labels_total": {"review-sentiment", "review-sentiment-tfidf", "news-topic"},
+    "predictors_top_score_bucket": {"review-sentiment", "review-sentiment-tfidf", "news-topic"},
     "predictors_entities_per_text_bucket": {"pii-ner"},
 }
 EVERY_MODEL_METRICS = [

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from predictors.deploy import monitoring
-from predictors.tasks import discover_models
+from predictors.backends import discover_models
 from tests.conftest import DEMO_MODELS, ROOT, free_port, http_status
 from tests.integration.test_metrics import EVERY_MODEL_METRICS, TASK_METRICS, mixed_load
 

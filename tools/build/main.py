@@ -41,7 +41,7 @@ from predictors.model.files import BUILD_INFO_FILE, library_versions  # noqa: E4
 from .builders import build_folder  # noqa: E402
 from .cache import building, cache_root_dir, folder_cache_dir, install, stale_files  # noqa: E402
 from .progress import BuildError, ModelProgress, StepTime, summary_table  # noqa: E402
-from .recipes import ModelSpec, model_specs, recipe_key  # noqa: E402
+from .recipes import MODEL_NAMES, ModelSpec, model_specs, recipe_key  # noqa: E402
 from .sources import REPO_ROOT, Sources  # noqa: E402
 from .train import training_precision  # noqa: E402
 
@@ -108,8 +108,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    specs = model_specs()
-    names = [s.name for s in specs]
+    names = list(MODEL_NAMES)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models", help="default: %(default)s")
     parser.add_argument("--only", nargs="+", action="extend", choices=names, metavar="NAME",
@@ -122,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     # A stopped background build (make serve exiting) marks its unfinished folders as failed.
     signal.signal(signal.SIGTERM, _interrupt)
-    log.info("training precision: %s", training_precision().reason)
+    specs = model_specs(args.only)
+    if any(s.fine_tuned for s in specs):
+        log.info("training precision: %s", training_precision().reason)
 
     start = time.monotonic()
-    plans = [plan(s, args.cache_dir, args.models_dir) for s in specs if not args.only or s.name in args.only]
+    plans = [plan(s, args.cache_dir, args.models_dir) for s in specs]
     progresses = {p.spec.name: ModelProgress(p.spec.name) for p in plans}
     waiting: list[str] = []
     for item in plans:

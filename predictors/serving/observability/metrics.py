@@ -50,7 +50,8 @@ REQUEST_SECONDS = Histogram(
 )
 STAGE_SECONDS = Histogram(
     "predictors_stage_duration_seconds",
-    "One stage of inference: queue (waiting for a worker), tokenize, backend (model run), postprocess (task head).",
+    "One stage of inference: queue (waiting for a worker), tokenize (text cleaning and tokenizing; the cleaning alone "
+    "for a model that takes texts), backend (model run), postprocess (task head).",
     [*MODEL_LABELS, "stage"], buckets=LATENCY_BUCKETS,
 )
 TEXTS_PER_REQUEST = Histogram("predictors_request_texts", "Texts per inference request.", MODEL_LABELS, buckets=COUNT_BUCKETS)
@@ -62,10 +63,11 @@ BATCH_TEXTS = Histogram(
     MODEL_LABELS, buckets=COUNT_BUCKETS,
 )
 TOKENS_PER_TEXT = Histogram(
-    "predictors_text_tokens", "Tokens per text after truncation, special tokens included.", MODEL_LABELS,
+    "predictors_text_tokens", "Tokens per text after truncation, special tokens included; for a model that takes "
+    "texts (a scikit-learn pipeline), the words of the cleaned text.", MODEL_LABELS,
     buckets=TOKEN_BUCKETS,
 )
-TRUNCATED = Counter("predictors_truncated_texts", "Texts cut at the model's max_length.", MODEL_LABELS)
+TRUNCATED = Counter("predictors_truncated_texts", "Texts cut at the model's max_length (or character limit).", MODEL_LABELS)
 PADDING = Histogram(
     "predictors_chunk_padding_ratio", "Share of a chunk's token slots that are padding.", MODEL_LABELS,
     buckets=RATIO_BUCKETS,

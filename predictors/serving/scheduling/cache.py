@@ -1,8 +1,12 @@
-"""The response cache: one text's outputs, keyed by model, version, weights digest and the exact text.
+"""The response cache: one text's outputs, keyed by model, version, weights digest and the text.
 
 The text is used as sent, without normalisation: tokenizers lower-case, strip and split in
 model-specific ways, and token-level outputs carry character offsets into the original text, so
-no rewrite of the text provably leaves every answer unchanged.
+no rewrite of the text provably leaves every answer unchanged. The one exception is the model's own
+text cleaning (predictor.yaml `preprocess:`): a model that cleans its texts answers from the cleaned
+text alone, so the predictor keys such a model's texts by their cleaned form where no cut to the
+character limit is involved (TextPredictor._cache_key), and the cleaning settings are part of the
+identity (`answer_digest`). Cleaning is refused for tasks whose outputs carry character offsets.
 
 Two stores with one interface: `MemoryCache` (LRU with TTL, bounded in MB, in this process) and
 `RedisCache` (shared by replicas; entries expire by TTL, Redis's own maxmemory policy evicts). A
@@ -52,6 +56,16 @@ def weights_digest(path: Path) -> str:
     """sha256 of the served weights file: new weights under the same version never hit old answers."""
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def answer_digest(config: ModelConfig, weights: Path) -> str:
+    """What an answer depends on besides the text: the weights, and the text cleaning when the
+    model has one (other cleaning, other answers)."""
+    digest = weights_digest(weights)
+    steps = config.cleaner.steps()
+    if not steps:
+        return digest
+    return hashlib.sha256(json.dumps([digest, steps]).encode()).hexdigest()
 
 
 class ResponseCache(Protocol):
@@ -249,28 +263,45 @@ class RedisCache:
             }
 
 
+#: A request whose texts hold more characters than this gets its cache keys (a cleaning model's
+#: texts cleaned, about 0.1 us a character) on a thread: 1024 texts of 7,370 characters kept the event
+#: loop, and so a liveness probe, busy for 0.8 s. Below it the thread hand-off costs more than it saves.
+KEYS_ON_LOOP_MAX_CHARS = 20_000
+
+
 async def lookup_then_compute(
     cache: ResponseCache | None,
     texts: list[str],
     compute: Callable[[list[str]], Awaitable[list[TextResult]]],
     runs: RequestRuns | None = None,
+    key: Callable[[str], str] | None = None,
 ) -> list[TextResult]:
-    """Each text's result: from the cache where present, computed (once per distinct text) otherwise.
+    """Each text's result: from the cache where present, computed (once per distinct key) otherwise.
+    `key` maps a text to its cache key (default: the text itself); texts with one key share a result.
     `runs.cached_texts` counts the texts the cache answered."""
     if cache is None:
         return await compute(texts)
-    found = await asyncio.to_thread(cache.get_many, texts) if cache.blocking else cache.get_many(texts)
+    keys = texts
+    if key is not None:
+        if sum(map(len, texts)) > KEYS_ON_LOOP_MAX_CHARS:
+            keys = await asyncio.to_thread(lambda: [key(t) for t in texts])
+        else:
+            keys = [key(t) for t in texts]
+    found = await asyncio.to_thread(cache.get_many, keys) if cache.blocking else cache.get_many(keys)
     if runs is not None:
         runs.cached_texts = sum(result is not None for result in found)
-    missing = list(dict.fromkeys(t for t, r in zip(texts, found) if r is None))
+    missing: dict[str, str] = {}  # key -> the first text with it
+    for k, t, r in zip(keys, texts, found):
+        if r is None:
+            missing.setdefault(k, t)
     if missing:
-        computed = dict(zip(missing, await compute(missing)))
+        computed = dict(zip(missing, await compute(list(missing.values()))))
         items = list(computed.items())
         if cache.blocking:  # stored in the background: the answer does not wait for Redis
             asyncio.get_running_loop().run_in_executor(None, cache.put_many, items)
         else:
             cache.put_many(items)
-        found = [r if r is not None else computed[t] for t, r in zip(texts, found)]
+        found = [r if r is not None else computed[k] for k, r in zip(keys, found)]
     return found  # type: ignore[return-value]
 
 
@@ -285,7 +316,7 @@ def build_cache(config: ModelConfig, weights: Path, personal_data: bool) -> Resp
     enabled = settings.enabled if settings.enabled is not None else not personal_data
     if not enabled:
         return None
-    identity = CacheIdentity(config.name, config.version, weights_digest(weights))
+    identity = CacheIdentity(config.name, config.version, answer_digest(config, weights))
     ttl = float(settings.ttl_seconds or DEFAULT_TTL_SECONDS)
     if settings.url:
         return RedisCache(identity, settings.url, ttl)

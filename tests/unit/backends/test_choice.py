@@ -13,8 +13,8 @@ def choice(tmp_path, files, yaml_text=None):
     return choose_backend(load_model_config(write_folder(tmp_path / "m", files=files, predictor_yaml=yaml_text)))
 
 
-def test_registry_has_both_runtimes():
-    assert set(BACKENDS) == {"hf", "onnx"}
+def test_registry_has_the_three_runtimes():
+    assert set(BACKENDS) == {"hf", "onnx", "sklearn"}
 
 
 def test_onnx_preferred_when_present(tmp_path):

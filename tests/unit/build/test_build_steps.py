@@ -48,8 +48,15 @@ def test_the_two_classifiers_have_their_own_training_keys():
     assert keys(spec("review-sentiment"))[0] != keys(spec("news-topic"))[0]
 
 
-def test_models_that_need_no_training_come_first():
-    assert [s.fine_tuned for s in model_specs()] == [False, False, True, True]
+def test_models_that_need_no_fine_tuning_come_first():
+    assert [s.fine_tuned for s in model_specs()] == [False, False, False, True, True]
+
+
+def test_the_tfidf_model_alone_is_planned_without_asking_torch(monkeypatch):
+    import tools.build.recipes as recipes
+
+    monkeypatch.setattr(recipes, "training_precision", lambda: pytest.fail("torch asked for a TF-IDF build"))
+    assert [s.name for s in model_specs(["review-sentiment-tfidf"])] == ["review-sentiment-tfidf"]
 
 
 def test_status_is_throttled_but_a_new_step_goes_out_at_once(tmp_path, monkeypatch):

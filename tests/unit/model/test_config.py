@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from predictors.model import ModelConfigError, remote_models
 from predictors.backends import discover_models, load_model_config
 from predictors.tasks import infer_task
-from tests.helpers import write_folder
+from tests.helpers import write_folder, write_pipeline_folder
 
 
 @pytest.mark.parametrize(
@@ -115,3 +117,69 @@ def test_overrides_win_over_the_fetched_folders_settings(tmp_path):
     (tmp_path / "local.yaml").write_text("storage_uri: s3://models/m\nbatch_size: 16\n")
     config = load_model_config(tmp_path / "copy", "m", overrides=tmp_path / "local.yaml")
     assert (config.batch_size, config.description) == (16, "from the bucket")
+# ---- scikit-learn pipeline folders (a .skops file, no config.json) --------------------------------
+def test_a_skops_folder_is_a_classification_model_with_the_pipelines_classes(tmp_path):
+    folder, pipeline = write_pipeline_folder(tmp_path / "reviews")
+    config = load_model_config(folder)
+    assert (config.task, config.text_pipeline, config.labels) == ("classification", True, ("great", "other"))
+    assert config.architecture == "Pipeline(tfidf=TfidfVectorizer, classifier=LogisticRegression)"
+    assert config.features["vocabulary_size"] == len(pipeline.named_steps["tfidf"].vocabulary_)
+    assert config.features["ngram_range"] == [1, 2] and config.features["classifier"] == "LogisticRegression"
+    configs, errors = discover_models(tmp_path)
+    assert [c.name for c in configs] == ["reviews"] and not errors
+
+
+def test_predictor_yaml_labels_rename_the_classes_in_their_order(tmp_path):
+    folder, _ = write_pipeline_folder(tmp_path / "m", labels=(0, 1), predictor_yaml="labels: [negative, positive]\n")
+    assert load_model_config(folder).labels == ("negative", "positive")
+
+
+def test_labels_that_do_not_match_the_classes_are_refused(tmp_path):
+    folder, _ = write_pipeline_folder(tmp_path / "m", predictor_yaml="labels: [a, b, c]\n")
+    with pytest.raises(ModelConfigError, match=r"labels in .*predictor.yaml name 3 classes, but the pipeline in "
+                                               r"model.skops has 2 \(\['great', 'other'\]\)"):
+        load_model_config(folder)
+
+
+def test_a_pipeline_cannot_be_served_as_another_task(tmp_path):
+    folder, _ = write_pipeline_folder(tmp_path / "m", predictor_yaml="task: embedding\n")
+    with pytest.raises(ModelConfigError, match=r"scikit-learn pipeline .* one of \['classification'\]; "
+                                               r"task 'embedding' in .*predictor.yaml is not one of them"):
+        load_model_config(folder)
+
+
+def test_a_folder_with_only_a_pickle_is_refused_with_the_conversion_command(tmp_path):
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    (folder / "model.joblib").write_bytes(b"never read")
+    configs, errors = discover_models(tmp_path)
+    assert not configs
+    assert "model.joblib is a pickle, and this server never loads pickles" in errors["legacy"]
+    assert f"python -m predictors convert-pickle {folder.resolve() / 'model.joblib'}" in errors["legacy"]
+
+
+def test_hf_labels_can_be_renamed_but_not_recounted(tmp_path):
+    folder = write_folder(tmp_path / "m", predictor_yaml="labels: [negative, positive]\n")
+    assert load_model_config(folder).labels == ("negative", "positive")
+    (folder / "predictor.yaml").write_text("labels: [a, b, c]\n")
+    with pytest.raises(ModelConfigError, match="name 3 classes, but .*config.json has 2"):
+        load_model_config(folder)
+
+
+def test_training_metadata_from_predictor_yaml_then_the_build_record(tmp_path):
+    folder = write_folder(tmp_path / "m", predictor_yaml=(
+        "training: {date: 2026-01-02, data: support tickets, train_size: 900}\nmetrics: {heldout_accuracy: 0.9}\n"))
+    assert load_model_config(folder).training_metadata() == {
+        "date": "2026-01-02", "data": "support tickets", "train_size": 900, "heldout_accuracy": 0.9}
+    (folder / "build_info.json").write_text(json.dumps({
+        "training": {"date": "2026-03-04", "heldout_size": 100}, "metrics": {"heldout_accuracy": 0.95}}))
+    assert load_model_config(folder).training_metadata() == {
+        "date": "2026-03-04", "data": "support tickets", "train_size": 900, "heldout_size": 100, "heldout_accuracy": 0.95}
+
+
+def test_a_transformer_folder_reports_its_tokenizer_as_features(tmp_path):
+    folder = write_folder(tmp_path / "m", predictor_yaml="max_length: 128\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
+    (folder / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {"a": 0, "b": 1}}}))
+    assert load_model_config(folder).features == {
+        "tokenizer": "BertTokenizer", "subwords": "WordPiece", "vocabulary_size": 2, "max_length": 128}

@@ -5,12 +5,13 @@ tests/integration/test_cache_redis.py."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
 
 from predictors.serving.scheduling.cache import (
-    CacheIdentity, MemoryCache, build_cache, decode_result, encode_result, lookup_then_compute,
+    KEYS_ON_LOOP_MAX_CHARS, CacheIdentity, MemoryCache, build_cache, decode_result, encode_result, lookup_then_compute,
 )
 from predictors.serving.scheduling.scheduler import TextResult, assemble
 from predictors.tasks import head_for, load_model_config
@@ -46,6 +47,27 @@ def test_a_request_mixing_cached_and_new_texts_computes_only_the_new_ones():
     assert [r[0]["label"][0] for r in first] == ["A", "BB", "A"]
     stats = cache.stats()
     assert (stats["hits"], stats["misses"]) == (2, 5) and stats["hit_ratio"] == round(2 / 7, 4)
+
+
+def test_texts_with_one_key_share_one_computation_and_long_requests_are_keyed_off_the_loop():
+    cache, compute = MemoryCache(IDENTITY, 1, 60), StandInCompute()
+    threads: list[str] = []
+
+    def key(text: str) -> str:  # a stand-in for a model's cleaning
+        threads.append(threading.current_thread().name)
+        return text.lower()
+
+    async def run(texts):
+        loop_thread = threading.current_thread().name
+        return loop_thread, await lookup_then_compute(cache, texts, compute, key=key)
+
+    loop_thread, rows = asyncio.run(run(["Tea", "TEA", "tea"]))
+    assert compute.asked == [["Tea"]] and [r[0]["label"][0] for r in rows] == ["TEA"] * 3
+    assert set(threads) == {loop_thread}  # a short request: keyed on the event loop
+    threads.clear()
+    long_texts = ["x" * (KEYS_ON_LOOP_MAX_CHARS // 2), "y" * (KEYS_ON_LOOP_MAX_CHARS // 2 + 1)]
+    loop_thread, _ = asyncio.run(run(long_texts))
+    assert threads and loop_thread not in threads  # a long one: on a thread, the loop stays free
 
 
 def test_lru_evicts_the_least_recently_used_within_the_size_limit():
