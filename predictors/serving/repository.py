@@ -859,6 +859,7 @@ class PredictorRepository(ModelRepository):
                 before = resident_bytes()
                 reset_peak()
                 await asyncio.get_running_loop().run_in_executor(self._loader, predictor.load)
+                await asyncio.to_thread(release_memory)  # the load's transient copies are not its size
                 after = resident_bytes()
                 if before is not None and after is not None:
                     self.sizes[(entry.name, version)] = measured_size(before, after, peak_bytes(), predictor.weights_bytes)
