@@ -5,7 +5,7 @@
 
 Starts `make serve` (install is expected done: the clone's .venv or the repository's is reused),
 polls the repository index every half second and prints when each demo model first answered
-an inference and when all four were ready, measured from the moment `make serve` started. The
+an inference and when all were ready, measured from the moment `make serve` started. The
 cache (XDG_CACHE_HOME) is a fresh temporary folder unless --cache-dir names one, so nothing built
 before is reused: wheels and data are downloaded again and both classifiers are fine-tuned.
 """
@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODELS = ("pii-ner", "sentence-embedding", "review-sentiment", "news-topic")
+DEMO_MODELS = ("pii-ner", "sentence-embedding", "review-sentiment", "news-topic", "review-sentiment-tfidf")
 
 
 def fetch(url: str, body: dict | None = None) -> tuple[int, object]:
@@ -52,6 +52,7 @@ def main() -> int:
     parser.add_argument("--cache-dir", type=Path, help="XDG_CACHE_HOME for the build (default: a new empty folder)")
     parser.add_argument("--port", type=int, default=8095)
     parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument("--log", type=Path, help="where `make serve`'s output goes (default: discarded)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="first-run-"))
     clone = args.clone or work / "clone"
@@ -66,7 +67,8 @@ def main() -> int:
     url = f"http://127.0.0.1:{args.port}"
     started = time.monotonic()
     process = subprocess.Popen(["make", "serve", f"HTTP_PORT={args.port}", f"GRPC_PORT={args.port + 1}"],
-                               cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=clone, env=env, stdout=args.log.open("w") if args.log else subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT,
                                start_new_session=True)
     first_answer: dict[str, float] = {}
     states: dict[str, str] = {}
@@ -94,7 +96,7 @@ def main() -> int:
         seconds = first_answer.get(model)
         print(f"{model:<20} {seconds:8.1f}" if seconds is not None else f"{model:<20}  not ready")
     if len(first_answer) == len(DEMO_MODELS):
-        print(f"all four ready after {max(first_answer.values()):.1f} s; first model after {min(first_answer.values()):.1f} s")
+        print(f"all {len(DEMO_MODELS)} ready after {max(first_answer.values()):.1f} s; first model after {min(first_answer.values()):.1f} s")
     if args.clone is None and args.cache_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if len(first_answer) == len(DEMO_MODELS) else 1
