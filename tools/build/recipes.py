@@ -57,11 +57,11 @@ FINE_FOODS = {"debian": MODELDATA_DEB, "data_set": "small_fine_foods", "train": 
 BBC = {**CORPUS.describe(), "path": BBC_DATA_DIR, "decode": "utf-8, else latin-1",
        "heldout": "index % 5 == 0 in each label's sorted file list"}
 
-#: Fine-tuning settings per classifier; why these values (measured): docs/build.md. The reviews train
-#: on their first 64 tokens (half the tokens of 128, held-out accuracy 0.833 against 0.841),
-#: the news articles on their first 96 with 4 of 6 layers frozen (0.962 at 96 tokens; served at 256);
-#: the precision comes from the hardware (model_specs).
-REVIEW_TRAIN = TrainSettings(max_length=64, length_grouped=True, freeze_layers=3)
+#: Fine-tuning settings per classifier; why these values (measured): docs/build.md. The news articles
+#: train on their first 96 tokens with 4 of 6 layers frozen (held-out 0.973 served at 256, int8 gate
+#: passed); the reviews keep 128 tokens: at 64 the fine-tune took half the time but the int8 export
+#: failed its gate (98.8 % top-1 agreement, limit 99 %). The precision comes from the hardware.
+REVIEW_TRAIN = TrainSettings(max_length=128, length_grouped=True, freeze_layers=3)
 NEWS_TRAIN = TrainSettings(max_length=96, lr=2e-4, freeze_layers=4)
 #: The TF-IDF classifier on the same fine-food split; why these values: docs/build.md.
 REVIEW_TFIDF = TfidfSettings()
