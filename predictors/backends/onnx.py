@@ -96,6 +96,11 @@ class OnnxBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         for name, value in shared:
             options.add_initializer(name, value)
+        if threads > 1:
+            # The all-CPU session's helper threads sleep between runs instead of spinning: spinning, one
+            # of them kept a CPU busy between a lone client's requests and, sharing a CPU with the next
+            # run's thread, doubled its latency (22 ms against 12 at 1 client, docs/performance.md).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.weights), options, providers=providers)
 
     @property

@@ -74,15 +74,28 @@ class ComputeSlots:
                 return []
             extra, self._free = self._free, []
             self._runs[index] = self.count
-            return extra
+        # The run's own thread may use every CPU it now holds: pinned to its one CPU, it shared that
+        # CPU with the runtime's spinning helper thread while the other idled (a lone request at 1
+        # client took 22 ms instead of 11 once each worker had been pinned to a CPU of its own).
+        self._set_affinity([index, *extra])
+        return extra
 
     def narrow(self, index: int, extra: list[int]) -> None:
         if not extra:
             return
+        self._set_affinity([index])
         with self._available:
             self._runs[index] = 1
             self._free.extend(extra)
             self._available.notify(len(extra))
+
+    def _set_affinity(self, slots: list[int]) -> None:
+        if self.cpus is None:
+            return
+        try:
+            os.sched_setaffinity(0, {self.cpus[i] for i in slots})  # pid 0: the calling thread only
+        except OSError as exc:
+            logger.warning("compute slots: cannot set the CPUs %s (%s)", [self.cpus[i] for i in slots], exc)
 
     def _pin(self, index: int) -> None:
         try:

@@ -109,3 +109,27 @@ def test_lowering_a_threads_priority_leaves_the_rest_of_the_process_alone():
     thread.join()
     assert seen == [WORKER_NICE]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+@pytest.mark.skipif(len(CPUS) < 2, reason="needs 2 CPUs to widen a run")
+def test_a_widened_run_may_use_every_cpu_it_holds_and_is_pinned_back_to_its_own_after():
+    """A run on all CPUs from a pinned worker: pinned to its one CPU, it shared that CPU with the
+    runtime's helper thread while the other CPU idled (a lone request took twice as long)."""
+    cpus = CPUS[:2]
+    slots = ComputeSlots(len(cpus), cpus, "test")
+    seen: list[set[int]] = []
+
+    def run() -> None:
+        with slots.hold() as index:
+            seen.append(os.sched_getaffinity(0))
+            extra = slots.widen(index)
+            seen.append(os.sched_getaffinity(0))
+            slots.narrow(index, extra)
+            seen.append(os.sched_getaffinity(0))
+            seen.append({cpus[index]})
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    own = seen[3]
+    assert seen[0] == own and seen[1] == set(cpus) and seen[2] == own
