@@ -12,7 +12,10 @@ linked with `cache: {enabled: false}`), so every request is computed.
 2. A server with PREDICTORS_ADAPTIVE_THREADS=auto and one with `off`, alternating (auto, off, auto,
    off, ... `--rounds` times): one-text clients at 1, 2, 4, 8, 16 and 32, and 2 clients of 64-text
    requests. Printed per setting: texts/s, p50 / p99 ms, and the server's own `runs_on_all_cpus` and
-   `runs_on_one_cpu` counters, so the rule's choice is visible beside its effect.
+   `runs_on_one_cpu` counters, so the rule's choice is visible beside its effect. Each server first
+   answers a few 3-text requests (both workers busy at once, as in real traffic), and the `auto`
+   server then traces 300 lone requests: the median of each `Server-Timing` stage beside the
+   latency the client saw.
 The machine is shared: the load average is printed with each line.
 """
 
@@ -89,12 +92,46 @@ def thread_counters(server: Server, model: str) -> tuple[int, int]:
     return int(scheduler.get("runs_on_all_cpus", 0)), int(scheduler.get("runs_on_one_cpu", 0))
 
 
+def trace_one_client(server: Server, model: str, texts: list[str], requests: int = 300) -> dict[str, float]:
+    """Where a lone request's time goes: the server's own Server-Timing stages (median over
+    `requests` one-text requests sent one after another on one keep-alive connection) beside the
+    latency the client saw; `outside` = client latency - server total (the client, the kernel's
+    loopback and the HTTP parse before the server's clock starts)."""
+    import http.client
+    import urllib.parse
+
+    address = urllib.parse.urlsplit(server.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    stages: dict[str, list[float]] = {}
+    for index in range(requests):
+        text = texts[index % len(texts)]
+        body = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}]})
+        started = time.perf_counter()
+        connection.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
+        reply = connection.getresponse()
+        reply.read()
+        stages.setdefault("client", []).append((time.perf_counter() - started) * 1000)
+        for part in (reply.getheader("Server-Timing") or "").split(","):
+            name, _, rest = part.strip().partition(";dur=")
+            if rest:
+                stages.setdefault(name, []).append(float(rest.split(";")[0]))
+    connection.close()
+    medians = {name: round(statistics.median(values), 2) for name, values in stages.items()}
+    medians["outside"] = round(medians["client"] - medians.get("total", 0.0), 2)
+    return medians
+
+
 def serve_round(models: Path, model: str, adaptive: str, texts: list[str], seconds: float, work: Path) -> list[dict]:
     os.environ["PREDICTORS_ADAPTIVE_THREADS"] = adaptive
     server = Server(models, work / f"server-{adaptive}-{time.monotonic():.0f}.log")
     rows: list[dict] = []
     try:
         setting(server, model, texts, 1, 1, 2.0)  # warm-up: sessions, caches, connection
+        setting(server, model, texts[-3:], 1, 3, 1.0)  # a few many-text runs first, as real traffic has
+        if adaptive == "auto":
+            trace = trace_one_client(server, model, texts)
+            rows.append({"adaptive": adaptive, "trace_ms": trace})
+            say(f"one client, one request at a time, median ms: {trace}")
         for clients, per_request in [(c, 1) for c in CLIENTS] + [(2, 64)]:
             wide_before, narrow_before = thread_counters(server, model)
             result = setting(server, model, texts, clients, per_request, seconds).row()
@@ -121,10 +158,10 @@ def plot(rows: list[dict], raw: dict, path: Path) -> None:
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
     for adaptive, style in (("auto", "-o"), ("off", "--s")):
         for q in ("p50_ms", "p99_ms"):
-            points = [(c, statistics.median(r[q] for r in rows if r["adaptive"] == adaptive and r["clients"] == c
+            points = [(c, statistics.median(r[q] for r in rows if r["adaptive"] == adaptive and r.get("clients") == c
                                             and r["texts_per_request"] == 1)) for c in CLIENTS]
             latency.plot(*zip(*points), style, label=f"{q[:3]} adaptive {adaptive}")
-        points = [(c, statistics.median(r["texts_per_s"] for r in rows if r["adaptive"] == adaptive and r["clients"] == c
+        points = [(c, statistics.median(r["texts_per_s"] for r in rows if r["adaptive"] == adaptive and r.get("clients") == c
                                         and r["texts_per_request"] == 1)) for c in CLIENTS]
         throughput.plot(*zip(*points), style, label=f"adaptive {adaptive}")
     latency.axhline(raw["two_threads"]["p50_ms"], color="grey", linestyle=":", label="raw p50, 2 threads")
@@ -157,7 +194,7 @@ def main() -> int:
     print("\nmedian of rounds | texts/s | p50 ms | p99 ms | p50 / raw 2-thread p50 | p99 / raw 2-thread p99")
     for adaptive in ("auto", "off"):
         for clients, per_request in [(c, 1) for c in CLIENTS] + [(2, 64)]:
-            mine = [r for r in rows if r["adaptive"] == adaptive and r["clients"] == clients
+            mine = [r for r in rows if r["adaptive"] == adaptive and r.get("clients") == clients
                     and r["texts_per_request"] == per_request]
             p50 = statistics.median(r["p50_ms"] for r in mine)
             p99 = statistics.median(r["p99_ms"] for r in mine)

@@ -6,7 +6,8 @@
 # builds while the models train, and the demo image (which bakes models/ in) starts once they are
 # built and goes on while the first tests run. The container tests run tools/image/build.sh too;
 # it waits for a build in progress (a lock) and then finds the image up to date. A failed
-# background build is not fatal here: the tests build again and report what fails.
+# background build is not fatal here: the tests build again and report what fails. Both builds run at
+# nice 19: at the same priority they took CPU from the fine-tuning and from the first tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models_dir=${1:-models}
@@ -18,7 +19,7 @@ images=false
 if command -v podman >/dev/null 2>&1; then
     images=true
     echo "building the plain container image in the background (log: $logs/build-plain.log)"
-    bash tools/image/build.sh plain > "$logs/build-plain.log" 2>&1 &
+    nice -n 19 bash tools/image/build.sh plain > "$logs/build-plain.log" 2>&1 &
     plain=$!
 fi
 
@@ -31,6 +32,6 @@ if $images; then
     fi
     if [ "$models_dir" = models ]; then
         echo "building the demo container image in the background (log: $logs/build-demo.log)"
-        nohup bash tools/image/build.sh demo > "$logs/build-demo.log" 2>&1 &
+        nohup nice -n 19 bash tools/image/build.sh demo > "$logs/build-demo.log" 2>&1 &
     fi
 fi
