@@ -6,9 +6,10 @@ is freed after its idle time, and a lazy model is loaded over gRPC too.
 
 The models are copies (symlinked files) of the built review-sentiment (int8 ONNX, a one-thread and an
 all-CPU session sharing the weights: about 125-160 MiB resident, 260-290 MiB while loading; a copy
-never loaded is guessed at 252 MiB from its 74 MiB weights file) and pii-ner. The budget of 480 MiB
-holds two review-sentiment copies, or one and the load of another, with 50-60 MiB to spare for heap
-a load leaves behind; never three."""
+never loaded is guessed at 252 MiB from its 74 MiB weights file) and pii-ner. The budget of 500 MiB
+holds two review-sentiment copies, or one and the load of another, with 70-100 MiB to spare for heap
+a load leaves behind (the budget counts the process's resident memory when it is more than the
+models' measured sizes); never three."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
     linked_model_folder(MODELS_DIR / "pii-ner", models / "ner-lazy", "cache: {enabled: false}\n")
     linked_model_folder(MODELS_DIR / "pii-ner", models / "ner-burst", "loading: on_demand\nidle_unload_seconds: 2\n")
     running = start_server(["--models-dir", str(models)], tmp_path_factory.mktemp("log") / "server.log", env={
-        "PREDICTORS_LOADING": "lazy", "PREDICTORS_MODEL_MEMORY": "480Mi", "PREDICTORS_DRAIN_SECONDS": "20"})
+        "PREDICTORS_LOADING": "lazy", "PREDICTORS_MODEL_MEMORY": "500Mi", "PREDICTORS_DRAIN_SECONDS": "20"})
     try:
         started = time.monotonic()
         running.wait_ready(timeout=120)
@@ -97,7 +98,7 @@ def test_lazy_models_are_ready_without_loading_anything(server: RunningServer) -
     assert status == 200 and ready["ready"] and ready["state"] == "UNLOADED"  # a probe loads nothing
     assert metric(server, "predictors_model_loads_total") == 0
     status, memory = get(f"{server.url}/v2/repository/memory")
-    assert memory["budget_bytes"] == 480 * 2**20 and memory["models"] == []
+    assert memory["budget_bytes"] == 500 * 2**20 and memory["models"] == []
 
 
 def test_twenty_concurrent_first_requests_share_one_load(server: RunningServer) -> None:
@@ -140,11 +141,20 @@ def test_the_least_recently_used_idle_model_is_evicted(server: RunningServer) ->
 def test_a_model_with_work_is_never_evicted(server: RunningServer) -> None:
     for name in ("rs-a", "rs-b"):  # loaded (one of them the least recently used), rs-c not
         assert infer(server, name)[0] == 200
-    assert states(server)["rs-c"][0] == "UNLOADED"
+    before = states(server)
+    assert before["rs-a"][0] == before["rs-b"][0] == "READY" and before["rs-c"][0] == "UNLOADED", before
     long: list[int] = []
-    worker = threading.Thread(target=lambda: long.append(infer(server, "rs-a", [TEXT * 4] * 800)[0]))
+    timings: list[str] = []
+
+    def long_request() -> None:
+        status, _, headers = infer(server, "rs-a", [TEXT * 4] * 800)
+        long.append(status)
+        timings.append(headers.get("server-timing", ""))
+
+    worker = threading.Thread(target=long_request)
     worker.start()
-    wait_for(lambda: in_flight(server, "rs-a"), "the long request on rs-a")
+    wait_for(lambda: in_flight(server, "rs-a") or not worker.is_alive(), "the long request on rs-a")
+    assert worker.is_alive(), f"the long request on rs-a was answered {long} ({timings}) before it was seen in flight"
     assert infer(server, "rs-c")[0] == 200  # needs room: rs-b goes; rs-a has work
     busy_throughout = in_flight(server, "rs-a")
     now = states(server)
