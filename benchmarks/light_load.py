@@ -22,7 +22,6 @@ The machine is shared: the load average is printed with each line.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -122,8 +121,7 @@ def trace_one_client(server: Server, model: str, texts: list[str], requests: int
 
 
 def serve_round(models: Path, model: str, adaptive: str, texts: list[str], seconds: float, work: Path) -> list[dict]:
-    os.environ["PREDICTORS_ADAPTIVE_THREADS"] = adaptive
-    server = Server(models, work / f"server-{adaptive}-{time.monotonic():.0f}.log")
+    server = Server(models, work / f"server-{adaptive}-{time.monotonic():.0f}.log", {"PREDICTORS_ADAPTIVE_THREADS": adaptive})
     rows: list[dict] = []
     try:
         setting(server, model, texts, 1, 1, 2.0)  # warm-up: sessions, caches, connection

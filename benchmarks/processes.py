@@ -20,12 +20,9 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -33,35 +30,8 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(models_dir: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    http, grpc = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "predictors", "serve", "--models-dir", str(models_dir), "--http_port", str(http),
-         "--grpc_port", str(grpc), "--enable_grpc", "false"],
-        cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{http}"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as reply:
-                if reply.status == 200:
-                    return process, url
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"server did not become ready: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
-
-
-def rss_mib(processes: list[subprocess.Popen]) -> float:
-    return sum(psutil.Process(p.pid).memory_info().rss for p in processes) / 2**20
+def rss_mib(servers: list) -> float:
+    return sum(psutil.Process(server.process.pid).memory_info().rss for server in servers) / 2**20
 
 
 def drive(urls: list[str], model: str, clients: int, seconds: float, models_dir: Path, work: Path) -> dict:
@@ -97,6 +67,9 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=psutil.cpu_count() or 2)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # serving_load (kserve) parses sys.argv when imported
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from serving_load import Server
     work = Path(tempfile.mkdtemp(prefix="processes-"))
     only = work / "models"
     only.mkdir()
@@ -112,14 +85,14 @@ def main() -> int:
     try:
         for round_ in range(args.rounds):
             for label, envs in settings.items():
-                servers = [start(only, env, work / f"server-{label[0]}-{i}.log") for i, env in enumerate(envs)]
+                servers = [Server(only, work / f"server-{label[0]}-{i}.log", env) for i, env in enumerate(envs)]
                 try:
-                    result = drive([url for _, url in servers], args.model, args.clients, args.seconds, args.models_dir, work)
-                    result["rss_mib"] = rss_mib([p for p, _ in servers])
+                    result = drive([server.url for server in servers], args.model, args.clients, args.seconds,
+                                   args.models_dir, work)
+                    result["rss_mib"] = rss_mib(servers)
                 finally:
-                    for process, _ in servers:
-                        process.terminate()
-                        process.wait(timeout=60)
+                    for server in servers:
+                        server.stop()
                 rows.append({"setting": label, "round": round_ + 1, **result})
                 print(json.dumps(rows[-1]), flush=True)
     finally:

@@ -123,14 +123,14 @@ def per_cpu_ratio(result, raw: RawRun) -> float | None:
 
 # ---- a server -------------------------------------------------------------------------------
 class Server:
-    def __init__(self, models: Path, log_path: Path) -> None:
+    def __init__(self, models: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "predictors", "serve", "--models-dir", str(models),
              "--http_port", str(self.port), "--grpc_port", str(free_port())],
-            cwd=REPO_ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         self.ready_seconds = self._wait_ready()
 

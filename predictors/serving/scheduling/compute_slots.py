@@ -89,22 +89,23 @@ class ComputeSlots:
             self._free.extend(extra)
             self._available.notify(len(extra))
 
-    def _set_affinity(self, slots: list[int]) -> None:
+    def _set_affinity(self, slots: list[int]) -> bool:
+        """Let the calling thread run on the CPUs of `slots` only; False (and pinning off for good)
+        where the CPU set changed under us: running unpinned beats failing a batch."""
         if self.cpus is None:
-            return
+            return False
+        cpus = {self.cpus[i] for i in slots}
         try:
-            os.sched_setaffinity(0, {self.cpus[i] for i in slots})  # pid 0: the calling thread only
+            os.sched_setaffinity(0, cpus)  # pid 0: the calling thread only
         except OSError as exc:
-            logger.warning("compute slots: cannot set the CPUs %s (%s)", [self.cpus[i] for i in slots], exc)
+            logger.warning("compute slots: cannot pin to CPUs %s (%s); running unpinned", sorted(cpus), exc)
+            self.cpus, self.pinning = None, f"off: pinning to CPU failed ({exc})"
+            return False
+        return True
 
     def _pin(self, index: int) -> None:
-        try:
-            os.sched_setaffinity(0, {self.cpus[index]})  # pid 0: the calling thread only
-        except OSError as exc:  # the CPU set changed under us: run unpinned rather than fail a batch
-            logger.warning("compute slots: cannot pin to CPU %s (%s); running unpinned", self.cpus[index], exc)
-            self.cpus, self.pinning = None, f"off: pinning to CPU failed ({exc})"
-            return
-        self._last_slot.index = index
+        if self._set_affinity([index]):
+            self._last_slot.index = index
 
     def describe(self) -> dict[str, object]:
         with self._available:
