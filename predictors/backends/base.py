@@ -71,6 +71,10 @@ class Backend(ABC):
         # True when run_texts takes the cleaned texts (the backend featurizes them); False when run
         # takes the tokenizer's arrays.
         self.takes_texts = False
+        # True when the runtime's helper threads for a run on every CPU are pinned to all CPUs but
+        # the first (backends.cpus.wide_run_helper_cpus): such a run's own thread must then take the
+        # first CPU, never one a helper spins on.
+        self.pins_wide_helpers = False
         self.device_choice = DeviceChoice("cpu", "the CPU")
 
     @classmethod

@@ -65,6 +65,19 @@ def cpus_to_pin(slots: int) -> tuple[list[int] | None, str]:
     return allowed, f"each compute slot pinned to one of the process's own {slots} CPUs"
 
 
+def wide_run_helper_cpus(threads: int) -> list[int] | None:
+    """The CPUs for the helper threads of a run on `threads` intra-op threads, or None to leave them
+    unpinned. Where compute slots are pinned (`cpus_to_pin`) and the run takes every CPU, its own
+    thread runs on the first CPU (ComputeSlots.widen) and one helper on each of the others. Why: an
+    unpinned helper spinning between operators at times shared the run's CPU while the other idled
+    (22 ms against 12 for a lone request, docs/performance.md); pinned apart, the helpers may spin,
+    which saves a wake-up per operator."""
+    cpus, _ = cpus_to_pin(cpu_limit())
+    if cpus is None or len(cpus) != threads or threads < 2:
+        return None
+    return cpus[1:]
+
+
 def default_workers() -> int:
     """Parallel inference workers: PREDICTORS_WORKERS when set (the manifests set it from the pod's
     cpu limit, which cgroup v1 nodes don't expose as cpu.max), else one per CPU this process may use."""

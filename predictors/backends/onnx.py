@@ -17,6 +17,7 @@ import onnxruntime as ort
 from ..model import REPORT_FILE, ModelConfig, gate_status
 from ..tasks import TaskHead
 from .base import RANK_GATED, RANK_UNGATED, Backend, BackendChoice, Candidates
+from .cpus import wide_run_helper_cpus
 from .devices import DeviceChoice, onnx_providers
 
 
@@ -78,7 +79,9 @@ class OnnxBackend(Backend):
         # a second session otherwise copies all of them. Measured on review-sentiment's int8 graph
         # (docs/performance.md): both sessions 147 MiB shared against 184 MiB apart, at the same speed.
         shared = shared_initializers(weights) if len(threads) > 1 else []
-        self.sessions = {count: self._session(providers, count, shared) for count in threads}
+        helper_cpus = wide_run_helper_cpus(max(threads))
+        self.pins_wide_helpers = helper_cpus is not None
+        self.sessions = {count: self._session(providers, count, shared, helper_cpus) for count in threads}
         self._shared_weights = shared  # ORT does not own them: they live as long as the sessions
         self.session = self.sessions[min(threads)]
         inputs = self.session.get_inputs()
@@ -88,20 +91,9 @@ class OnnxBackend(Backend):
         self.takes_texts = len(inputs) == 1 and inputs[0].type == STRING_TENSOR
         self.per_text = quantizes_activations(weights)
 
-    def _session(self, providers: list[str], threads: int,
-                 shared: list[tuple[str, ort.OrtValue]]) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        for name, value in shared:
-            options.add_initializer(name, value)
-        if threads > 1:
-            # The all-CPU session's helper threads sleep between runs instead of spinning: spinning, one
-            # of them kept a CPU busy between a lone client's requests and, sharing a CPU with the next
-            # run's thread, doubled its latency (22 ms against 12 at 1 client, docs/performance.md).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(self.weights), options, providers=providers)
+    def _session(self, providers: list[str], threads: int, shared: list[tuple[str, ort.OrtValue]],
+                 helper_cpus: list[int] | None = None) -> ort.InferenceSession:
+        return ort.InferenceSession(str(self.weights), session_options(threads, shared, helper_cpus), providers=providers)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -134,6 +126,32 @@ class OnnxBackend(Backend):
         for i, row in enumerate(rows):  # token-level outputs padded back; heads mask padding out
             result[i, : row.shape[1]] = row[0]
         return result
+
+
+def session_options(threads: int, shared: list[tuple[str, ort.OrtValue]] = (),
+                    helper_cpus: list[int] | None = None) -> ort.SessionOptions:
+    """Options of a session running on `threads` intra-op threads, its weights from `shared`; with
+    `helper_cpus` (one per helper thread), each helper pinned to its CPU."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for name, value in shared:
+        options.add_initializer(name, value)
+    if threads > 1 and helper_cpus and len(helper_cpus) == threads - 1:
+        # One helper on each CPU but the first, where the run's own thread goes: they spin between
+        # operators (ORT's default; a wake-up per operator costs 1-2 ms a run otherwise) without
+        # sharing the run's CPU, and stop spinning when the run ends, so the event loop and the
+        # next run find the CPUs free (spinning on, the loop woke 2.5 ms late after each run).
+        affinities = ";".join(str(cpu + 1) for cpu in helper_cpus)  # ORT counts processors from 1
+        options.add_session_config_entry("session.intra_op_thread_affinities", affinities)
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    elif threads > 1:
+        # Unpinned, the helper threads sleep between runs instead of spinning: spinning, one of
+        # them kept a CPU busy between a lone client's requests and, sharing a CPU with the next
+        # run's thread, doubled its latency (22 ms against 12 at 1 client, docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 #: onnxruntime's type of a string input: a graph that takes texts rather than token ids.

@@ -341,7 +341,8 @@ class TextPredictor(kserve.Model):
         return Scheduler(
             self.name,
             self._run_scheduled,
-            settings_for(self.config, self.workers, batches_across_requests=not self.backend.per_text),
+            settings_for(self.config, self.workers, batches_across_requests=not self.backend.per_text,
+                         wide_helpers_pinned=self.backend.pins_wide_helpers),
             SchedulerHooks(
                 enqueued=queued.inc,
                 started=lambda seconds, texts: metrics.observe_queue_wait(self, seconds, texts),

@@ -65,10 +65,12 @@ class ComputeSlots:
                 self._free.append(index)
                 self._available.notify()
 
-    def widen(self, index: int) -> list[int]:
+    def widen(self, index: int, caller_on_first: bool = False) -> list[int]:
         """For the holder of slot `index`: every other slot too, at once and only if all are free and
         nobody waits for one (a run on all CPUs must never keep another batch waiting); [] otherwise.
-        Give them back with `narrow`."""
+        Give them back with `narrow`. `caller_on_first`: the runtime pinned its helper threads to
+        every CPU but the first (backends.cpus.wide_run_helper_cpus), so the calling thread takes
+        the first."""
         with self._available:
             if self.count < 2 or self._waiting or len(self._free) != self.count - 1:
                 return []
@@ -77,7 +79,7 @@ class ComputeSlots:
         # The run's own thread may use every CPU it now holds: pinned to its one CPU, it shared that
         # CPU with the runtime's spinning helper thread while the other idled (a lone request at 1
         # client took 22 ms instead of 11 once each worker had been pinned to a CPU of its own).
-        self._set_affinity([index, *extra])
+        self._set_affinity([0] if caller_on_first else [index, *extra])
         return extra
 
     def narrow(self, index: int, extra: list[int]) -> None:

@@ -251,6 +251,8 @@ class SchedulerSettings:
     queue_seconds: float = 4.0  # the derived bound holds this many seconds of work
     # A batch that leaves nothing queued may run on every CPU (all compute slots) instead of one.
     runs_on_free_cpus: bool = True
+    # The backend pinned a wide run's helper threads to every CPU but the first: its caller takes the first.
+    wide_helpers_pinned: bool = False
 
 
 class Scheduler:
@@ -472,7 +474,7 @@ class Scheduler:
                     continue
                 # Alone (nothing queued behind it, no batch waiting for a CPU), a batch runs on every
                 # CPU: a lone request's latency halves on 2 CPUs. Under load each runs on one.
-                extra = slots.widen(slot) if nothing_left and self.settings.runs_on_free_cpus else []
+                extra = slots.widen(slot, self.settings.wide_helpers_pinned) if nothing_left and self.settings.runs_on_free_cpus else []
                 try:
                     self._run(batch, 1 + len(extra))
                 finally:
@@ -510,10 +512,12 @@ class Scheduler:
             request.resolve()
 
 
-def settings_for(config: ModelConfig, workers: int, batches_across_requests: bool) -> SchedulerSettings:
+def settings_for(config: ModelConfig, workers: int, batches_across_requests: bool,
+                 wide_helpers_pinned: bool = False) -> SchedulerSettings:
     """A model's scheduler settings from predictor.yaml, its backend and the environment."""
     return SchedulerSettings(
         runs_on_free_cpus=server_environment().adaptive_threads == "auto",
+        wide_helpers_pinned=wide_helpers_pinned,
         batch_size=config.batch_size,
         max_batch_tokens=config.max_batch_tokens or config.batch_size * DEFAULT_TOKENS_PER_TEXT,
         max_length=config.max_length,

@@ -64,3 +64,16 @@ def test_cgroup_quota_v2_and_v1(tmp_path):
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert cgroup_cpu_quota(tmp_path) is None
     assert cgroup_cpu_quota(tmp_path / "missing") is None
+
+
+def test_a_wide_runs_helpers_go_on_every_pinned_cpu_but_the_first(monkeypatch):
+    from predictors.backends.cpus import wide_run_helper_cpus
+
+    monkeypatch.delenv("PREDICTORS_WORKERS", raising=False)
+    monkeypatch.delenv("PREDICTORS_PIN_CPUS", raising=False)
+    monkeypatch.setattr("predictors.backends.cpus.cpu_limit", lambda: 4)
+    _fake_affinity(monkeypatch, [4, 5, 6, 7])
+    assert wide_run_helper_cpus(4) == [5, 6, 7]
+    assert wide_run_helper_cpus(2) is None  # a run on some CPUs only: which ones is not fixed
+    monkeypatch.setenv("PREDICTORS_PIN_CPUS", "off")
+    assert wide_run_helper_cpus(4) is None  # unpinned slots: helpers unpinned too

@@ -50,7 +50,7 @@ class StandInPredictor(TextPredictor):
             raise RuntimeError("stand-in load failure")
         self.ballast = b"\x01" * self.holds_bytes  # touched pages: resident, as weights are
         self.choice = BackendChoice("stand-in", self.config.path / "config.json", "a stand-in for unit tests")
-        self.backend = SimpleNamespace(per_text=False, takes_texts=False, device_choice=DeviceChoice("cpu", "stand-in"),
+        self.backend = SimpleNamespace(per_text=False, takes_texts=False, pins_wide_helpers=False, device_choice=DeviceChoice("cpu", "stand-in"),
                                        input_names=())
         self.tokenizer = StandInTokenizer()
 

@@ -29,7 +29,7 @@ def stand_in_predictor(tmp_path, batch_size=3):
         return BatchRun(outputs["probabilities"], outputs, [t.startswith("long") for t in texts], tokens, int(tokens.max()) * len(texts))
 
     predictor.run_batch = echo_batch
-    predictor.backend = SimpleNamespace(per_text=False)  # a stand-in: nothing is loaded
+    predictor.backend = SimpleNamespace(per_text=False, pins_wide_helpers=False)  # a stand-in: nothing is loaded
     return predictor, seen
 
 
@@ -80,7 +80,7 @@ def test_request_chunks_count_the_backend_runs_that_happened(tmp_path):
     assert chunks_sum() - before == 1 == len(seen)  # one distinct text, one run (texts / batch_size says 2)
     predictor.scheduler.stop()
 
-    predictor.backend = SimpleNamespace(per_text=True)  # as dynamic int8: each text runs alone
+    predictor.backend = SimpleNamespace(per_text=True, pins_wide_helpers=False)  # as dynamic int8: each text runs alone
     predictor.scheduler = predictor._scheduler()
     predictor.scheduler.start()
     before = chunks_sum()

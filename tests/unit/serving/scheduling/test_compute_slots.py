@@ -133,3 +133,26 @@ def test_a_widened_run_may_use_every_cpu_it_holds_and_is_pinned_back_to_its_own_
     thread.join()
     own = seen[3]
     assert seen[0] == own and seen[1] == set(cpus) and seen[2] == own
+
+
+@pytest.mark.skipif(len(CPUS) < 2, reason="needs 2 CPUs to widen a run")
+def test_a_widened_run_whose_helpers_are_pinned_runs_on_the_first_cpu_only():
+    """The runtime pinned its helper threads to every CPU but the first: the run's own thread takes
+    the first, whichever slot it held, so it never shares a CPU with a spinning helper."""
+    cpus = CPUS[:2]
+    slots = ComputeSlots(len(cpus), cpus, "test")
+    seen: list[tuple[int, set[int]]] = []
+
+    def run() -> None:
+        with slots.hold() as index:
+            extra = slots.widen(index, caller_on_first=True)
+            seen.append((index, os.sched_getaffinity(0)))
+            slots.narrow(index, extra)
+            seen.append((index, os.sched_getaffinity(0)))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    (index, during), (_, after) = seen
+    assert during == {cpus[0]}
+    assert after == {cpus[index]}
