@@ -96,6 +96,8 @@ class GateResult:
     def summary(self) -> str:
         """The figures that matter, in one line: `top-1 agreement 99.60% (4 of 1000 changed), ...`."""
         parts = TASKS[self.task].gate_summary(self.figures)
+        if "sample" in self.figures:  # run on a spread of the sample only (the fp32 gate)
+            parts.append(f"on {self.figures['texts']} of the {self.figures['sample']} sample texts, spread by length")
         return ", ".join([*parts, f"max abs diff {self.figures['max_abs_diff']:.2e}"])
 
     def closeness(self) -> float:

@@ -198,6 +198,13 @@ class TaskHead(ABC):
     def gate_summary(figures: dict[str, Any]) -> list[str]:
         """The figures that matter, as phrases of the gate's one-line summary."""
 
+    @staticmethod
+    def gate_screen_order(reference: GateRun) -> np.ndarray | None:
+        """The sample's text indices, those whose answer an export most likely changes first, or
+        None. The gate runs the first of them before the rest and stops once the `changed` answers
+        there already fail it (the same verdict, sooner). None: every text is run."""
+        return None
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)

@@ -102,11 +102,23 @@ class ClassificationHead(TaskHead):
         return figures
 
     @staticmethod
+    def gate_screen_order(reference: GateRun) -> np.ndarray | None:
+        """Least certain first (smallest gap between the reference's top two probabilities): a
+        quantized graph's changed labels are almost all among them."""
+        probabilities = np.asarray(reference.outputs["probabilities"], dtype=np.float64)
+        if probabilities.ndim != 2 or probabilities.shape[1] < 2:
+            return None
+        top_two = np.sort(probabilities, axis=1)[:, -2:]
+        return np.argsort(top_two[:, 1] - top_two[:, 0], kind="stable")
+
+    @staticmethod
     def gate_checks(precision: str, figures: dict[str, Any], thresholds: Any) -> list[GateCheck]:
         reference = figures.get("reference", "torch")
+        where = (f" among the {figures['screened']} texts {reference} was least sure of; the rest were not run"
+                 if "screened" in figures else "")
         checks = [GateCheck(f"{precision} top-1 agreement", figures["top1_agreement"],
                             thresholds.min_agreement(precision), ">=", percent,
-                            f" ({figures['changed']} of {figures['texts']} texts changed label)")]
+                            f" ({figures['changed']} of {figures['texts']} texts changed label{where})")]
         if precision == "converted":  # a reimplemented featurization: probabilities within a tolerance
             checks.append(GateCheck(
                 "converted probability difference (99.5th percentile of texts)", figures["probability_diff_p995"],
@@ -124,7 +136,10 @@ class ClassificationHead(TaskHead):
     @staticmethod
     def gate_summary(figures: dict[str, Any]) -> list[str]:
         reference = figures.get("reference", "torch")
-        parts = [f"top-1 agreement {percent(figures['top1_agreement'])} ({figures['changed']} of {figures['texts']} changed)"]
+        screened = f" among the {figures['screened']} least certain" if "screened" in figures else ""
+        at_most = "at most " if screened else ""
+        parts = [f"top-1 agreement {at_most}{percent(figures['top1_agreement'])} "
+                 f"({figures['changed']} of {figures['texts']} changed{screened})"]
         if "reference" in figures:
             parts.append(f"largest probability difference {figures['max_probability_diff']:.1e}")
         if "accuracy" in figures:
