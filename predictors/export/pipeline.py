@@ -326,7 +326,8 @@ class _Export:
         """export_report.json; `quantization` is the int8 ladder's section (None: no int8 step)."""
         assert self.reference_runner is not None and self.reference is not None
         config, sample, weights = self.config, self.sample, self.reference_runner.choice.weights
-        accuracy = fp32.result.figures.get("reference_accuracy")
+        # Over the whole sample: the fp32 gate may have run a spread of it only.
+        accuracy = compare(config.task, self.reference, self.reference, sample.labels, sample.texts).get("reference_accuracy")
         report = {
             "model": config.name,
             "task": config.task,

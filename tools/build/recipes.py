@@ -31,7 +31,7 @@ from .train import TrainSettings, training_precision
 #: Bump when the build changes what ends up in a model folder (export, int8, gate, files, checks).
 RECIPE_VERSION = 8  # 8: training metadata in build_info.json; 7: held-out accuracy from the fp32 gate; 6: no throughput in the build's export; 5: drift_reference.json (4: trained weights cached apart)
 #: Bump when fine-tuning changes (the loop itself, not its TrainSettings, which are in the key anyway).
-TRAIN_VERSION = 2  # 2: no held-out eval in training (the fp32 gate measures it)
+TRAIN_VERSION = 2  # 2: no held-out eval in training (the export's torch reference run measures it)
 #: Libraries whose version changes the trained weights.
 TRAIN_LIBRARIES = ("torch", "transformers", "tokenizers", "numpy")
 #: Libraries whose version changes the TF-IDF pipeline, its skops file or its ONNX conversion.

@@ -137,3 +137,23 @@ def test_a_file_that_fails_only_beyond_the_screen_still_fails(tmp_path):
     job, runner, _ = _job(tmp_path, 1000, changed=[5, *range(900, 915)])
     result, _, _ = job.gate("int8", tmp_path / "model.int8.onnx", "model.int8.onnx")
     assert not result.passed and result.figures["changed"] == 16 and "screened" not in result.figures
+
+
+def test_the_reports_reference_accuracy_covers_every_sample_text_when_the_fp32_gate_ran_a_spread(tmp_path):
+    from predictors.export.pipeline import Candidate
+
+    job, runner, texts = _job(tmp_path, 1000, changed=[])
+    labels = job.config.labels
+    from predictors.export.pipeline import spread_by_length
+
+    # torch says labels[1] for every text; the gold label differs on exactly the texts the fp32 gate runs
+    spread = set(spread_by_length(texts, 200))
+    job.sample.labels[:] = [labels[0] if i in spread else labels[1] for i in range(1000)]
+    result, _, _ = job.gate("fp32", tmp_path / "model.onnx", "model.onnx")
+    assert result.figures["texts"] == 200 and result.figures["sample"] == 1000
+    assert result.figures["reference_accuracy"] == 0.0  # on the spread alone
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"w")
+    job.reference_runner = SimpleNamespace(choice=SimpleNamespace(name="hf", weights=weights))
+    report = job.build_report({}, Candidate("fp32", tmp_path / "model.onnx", result, {}), None, {}, 1.0)
+    assert report["reference"]["accuracy"] == 0.8
