@@ -65,6 +65,9 @@ def main() -> int:
         (ROOT / ".venv" / ".installed").touch()
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "HTTP_PORT": str(args.port), "GRPC_PORT": str(args.port + 1)}
     url = f"http://127.0.0.1:{args.port}"
+    if fetch(f"{url}/v2/health/live")[0] != 0:  # another server would answer for ours
+        print(f"error: something already listens on port {args.port}; pass --port", file=sys.stderr)
+        return 2
     started = time.monotonic()
     process = subprocess.Popen(["make", "serve", f"HTTP_PORT={args.port}", f"GRPC_PORT={args.port + 1}"],
                                cwd=clone, env=env, stdout=args.log.open("w") if args.log else subprocess.DEVNULL,
@@ -81,6 +84,10 @@ def main() -> int:
                     if states.get(row["name"]) != reason:
                         states[row["name"]] = reason
                         print(f"{time.monotonic() - started:7.1f}s  {row['name']:<19} {reason}", flush=True)
+                failed = [row["name"] for row in rows if "build failed" in row.get("reason", "")]
+                if failed:  # final: the build does not retry
+                    print(f"the build failed for {', '.join(failed)} (see {args.log or 'build.log'})", flush=True)
+                    break
                 for model in DEMO_MODELS:
                     if model not in first_answer and states.get(model, "").startswith("READY") and answers(url, model):
                         first_answer[model] = time.monotonic() - started
