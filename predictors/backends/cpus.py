@@ -72,10 +72,10 @@ def wide_run_helper_cpus(threads: int) -> list[int] | None:
     unpinned helper spinning between operators at times shared the run's CPU while the other idled
     (22 ms against 12 for a lone request, docs/performance.md); pinned apart, the helpers may spin,
     which saves a wake-up per operator."""
-    cpus, _ = cpus_to_pin(cpu_limit())
-    if cpus is None or len(cpus) != threads or threads < 2:
+    if threads < 2:
         return None
-    return cpus[1:]
+    cpus, _ = cpus_to_pin(cpu_limit())
+    return cpus[1:] if cpus is not None and len(cpus) == threads else None
 
 
 def default_workers() -> int:

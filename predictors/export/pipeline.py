@@ -150,46 +150,47 @@ class _Export:
 
     def gate(self, precision: str, path: Path, name: str) -> tuple[GateResult, Runner, Run]:
         """Run `path` over the sample and hold it to the `precision` gate against the reference.
-        An int8 file first runs the texts its answers most likely differ on (the task head's screen
-        order); when those already fail it, the rest are not run (the same verdict, sooner)."""
+        An fp32 file runs a fifth of the sample spread over its lengths: an exact export gives
+        torch's outputs to float rounding on every text, so the spread shows it as well as all of
+        them, and the int8 file, made from it, is still held to torch on every text (a full pass
+        saved: 10-20 s a model of a cold build on 2 cores). An int8 file first runs the texts its
+        answers most likely differ on (the task head's screen order); when those already fail it,
+        the rest are not run (the same verdict, sooner)."""
         runner = self.runner(OnnxBackend.name, path)
         texts, progress = self.sample.texts, f"{precision} {path.name}"
         assert self.reference is not None
-        screen = screen_size(len(texts))
-        if precision == "fp32" and len(texts) > screen:
-            return self._gate_on_spread(name, precision, runner, spread_by_length(texts, screen))
+        part = subset_size(len(texts))
+        if precision == "fp32" and len(texts) > part:
+            chosen = spread_by_length(texts, part)
+            run = runner.run([texts[i] for i in chosen], workers=self.workers, progress=f"{progress} ({part} texts)")
+            return self._verdict(name, precision, run, chosen), runner, run
         order = TASKS[self.config.task].gate_screen_order(self.reference) if precision == "int8" else None
-        if order is None or len(texts) <= screen:
+        if order is None or len(texts) <= part:
             run = runner.run(texts, workers=self.workers, progress=progress)
         else:
-            first, rest = order[:screen], order[screen:]
+            first, rest = order[:part], order[part:]
             screened = runner.run([texts[i] for i in first], workers=self.workers, progress=f"{progress} (screen)")
             failed = self._screened_failure(name, precision, first, screened)
             if failed is not None:
                 return failed, runner, screened
             run = merge_runs(len(texts), [(first, screened), (rest, runner.run(
                 [texts[i] for i in rest], workers=self.workers, progress=progress))])
-        if self.on_gate_run is not None:
-            self.on_gate_run(name, self.sample.texts, run.outputs)
-        figures = compare(self.config.task, self.reference, run, self.sample.labels, self.sample.texts,
-                          self.reference_name)
-        return check_gate(name, precision, self.config.task, figures, self.thresholds), runner, run
+        return self._verdict(name, precision, run), runner, run
 
-    def _gate_on_spread(self, name: str, precision: str, runner: Runner, indices: list[int]) -> tuple[GateResult, Runner, Run]:
-        """The fp32 gate on the texts `indices` (a fifth of the sample, across its range of lengths).
-        An exact export gives torch's outputs to float rounding on every text, so a spread of them
-        shows it as well as all of them; the int8 file, made from this one, is still held to torch
-        on every text. Saved a full pass: 10-20 s a model of a cold build on 2 cores."""
+    def _verdict(self, name: str, precision: str, run: Run, indices: list[int] | None = None) -> GateResult:
+        """The gate's verdict on `run` against the reference, over the sample texts `indices` (None:
+        every one); `on_gate_run` gets the run's outputs."""
         assert self.reference is not None
-        texts = [self.sample.texts[i] for i in indices]
-        run = runner.run(texts, workers=self.workers, progress=f"{precision} {name} ({len(texts)} texts)")
+        sample = self.sample
+        texts = sample.texts if indices is None else [sample.texts[i] for i in indices]
+        labels = sample.labels if indices is None or not sample.labels else [sample.labels[i] for i in indices]
+        reference = self.reference if indices is None else subset_run(self.reference, indices)
         if self.on_gate_run is not None:
             self.on_gate_run(name, texts, run.outputs)
-        figures = compare(self.config.task, subset_run(self.reference, indices), run,
-                          [self.sample.labels[i] for i in indices] if self.sample.labels else (), texts,
-                          self.reference_name)
-        figures["sample"] = len(self.sample.texts)
-        return check_gate(name, precision, self.config.task, figures, self.thresholds), runner, run
+        figures = compare(self.config.task, reference, run, labels, texts, self.reference_name)
+        if indices is not None:
+            figures["sample"] = len(sample.texts)
+        return check_gate(name, precision, self.config.task, figures, self.thresholds)
 
     def _screened_failure(self, name: str, precision: str, indices: np.ndarray, run: Run) -> GateResult | None:
         """The gate's verdict when the answers changed among the screened texts alone exceed what the
@@ -354,12 +355,12 @@ class _Export:
         return report
 
 
-#: Texts an int8 gate screens first: this share of the sample, at least SCREEN_MIN.
-SCREEN_SHARE, SCREEN_MIN = 0.2, 50
+#: The part of the sample an fp32 gate runs, and an int8 gate screens first: this share, at least SUBSET_MIN texts.
+SUBSET_SHARE, SUBSET_MIN = 0.2, 50
 
 
-def screen_size(texts: int) -> int:
-    return max(SCREEN_MIN, int(texts * SCREEN_SHARE))
+def subset_size(texts: int) -> int:
+    return max(SUBSET_MIN, int(texts * SUBSET_SHARE))
 
 
 def spread_by_length(texts: Sequence[str], count: int) -> list[int]:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from predictors.export.gate import check_gate
-from predictors.export.pipeline import merge_runs, screen_size, subset_run
+from predictors.export.pipeline import merge_runs, subset_size, subset_run
 from predictors.export.runner import Run
 from predictors.tasks import TASKS
 from tests.unit.tasks.test_gate_figures import classification_run
@@ -51,9 +51,9 @@ def test_a_screened_failure_says_what_was_run():
     assert result.summary().startswith("top-1 agreement at most 98.90% (11 of 1000 changed among the 200 least certain)")
 
 
-def test_the_screen_is_a_fifth_of_the_sample_and_never_tiny():
-    assert screen_size(1000) == 200
-    assert screen_size(100) == 50
+def test_the_subset_is_a_fifth_of_the_sample_and_never_tiny():
+    assert subset_size(1000) == 200
+    assert subset_size(100) == 50
 
 
 def test_the_fp32_gate_spreads_its_texts_over_the_whole_range_of_lengths():
