@@ -27,6 +27,7 @@ from predictors.backends.skops_files import load_pipeline
 from predictors.export import ExportError, GateFailed, check_file, export_model
 from tests.conftest import ROOT, RunningServer, start_server
 from tests.helpers import PIPELINE_TEXTS, write_pipeline_folder
+from tools.build.recipes import REVIEW_TRAIN
 
 MODEL = "review-sentiment-tfidf"
 JSON = {"Content-Type": "application/json"}
@@ -158,7 +159,9 @@ def test_config_and_list_report_training_and_features(server, demo_models):
     transformer = get(f"{server.url}/v2/models/review-sentiment/config")
     assert transformer["features"] == {"tokenizer": "BertTokenizer", "subwords": "WordPiece",
                                        "vocabulary_size": 30522, "max_length": 128}
-    assert transformer["training"]["train_size"] == 4000 and transformer["inputs_taken"] == "token ids"
+    # The fine-tune uses only part of the same 4000 texts (its train_limit), and says so.
+    assert transformer["training"]["train_size"] == REVIEW_TRAIN.examples(4000) < 4000
+    assert transformer["inputs_taken"] == "token ids"
     listed = subprocess.run([sys.executable, "-m", "predictors", "list", "--models-dir", str(demo_models)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr

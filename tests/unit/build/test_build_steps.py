@@ -150,3 +150,25 @@ def test_length_grouped_batches_cover_every_example_once_and_pad_less():
     assert padded(grouped) < 0.7 * padded(plain)
     again = batches(lengths, TrainSettings(batch_size=16, length_grouped=True), torch.Generator().manual_seed(0))
     assert again == grouped  # deterministic for a seed
+
+
+def test_a_train_limit_takes_the_same_first_examples_of_the_shuffle_and_says_how_many():
+    import torch
+
+    from tools.build.builders import sizes, training_record
+    from tools.build.data import TextData
+
+    lengths = [5 + i % 100 for i in range(1000)]
+    settings = TrainSettings(batch_size=16, length_grouped=True, train_limit=800)
+    limited = batches(lengths, settings, torch.Generator().manual_seed(0))
+    used = sorted(i for b in limited for i in b)
+    assert len(used) == len(set(used)) == settings.examples(1000) == 800
+    assert used == sorted(torch.randperm(1000, generator=torch.Generator().manual_seed(0)).tolist()[:800])
+    assert limited == batches(lengths, settings, torch.Generator().manual_seed(0))
+    assert TrainSettings().examples(1000) == 1000 and TrainSettings(train_limit=5000).examples(1000) == 1000
+
+    data = TextData(labels=["a"], train_texts=["t"] * 1000, train_labels=["a"] * 1000,
+                    heldout_texts=["h"] * 200, heldout_labels=["a"] * 200)
+    assert sizes(data, 800) == "800 of 1000 train / 200 held out" and sizes(data) == "1000 train / 200 held out"
+    assert training_record(data, "d", "2026-12-07", 800)["train_size"] == 800
+    assert training_record(data, "d", "2026-12-07")["train_size"] == 1000
