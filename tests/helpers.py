@@ -1,13 +1,15 @@
 """Builders for small model folders used by unit tests (config files only, no weights), and the
-JSON calls the integration tests make to the real server."""
+JSON calls the integration tests make to the real server, and waiting on a condition."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, Callable
 
 
 def write_folder(path: Path, architecture: str = "BertForSequenceClassification", labels=("neg", "pos"),
@@ -85,3 +87,12 @@ def write_pipeline_folder(path: Path, classifier=None, labels=("great", "other")
     if predictor_yaml is not None:
         (path / "predictor.yaml").write_text(predictor_yaml)
     return path, pipeline
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.02) -> None:
+    """Poll `condition` until it is true; fail the test after `timeout` seconds (a generous deadline,
+    never a fixed sleep: the machines are noisy)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)

@@ -20,7 +20,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import MODELS_DIR, RunningServer, start_server
-from tests.helpers import call_json
+from tests.helpers import call_json, wait_until
 
 TEXT = "Contact Maria Garcia at maria.garcia@example.org or (212) 555-0198."
 
@@ -68,12 +68,6 @@ def index(server: RunningServer) -> list[dict]:
     return rows
 
 
-def wait_until(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
 
 def test_swap_under_load_fails_no_request(ner_server: RunningServer) -> None:
     """16 clients keep sending while version 2 is copied in and loaded: every answer is 200, names
@@ -98,7 +92,7 @@ def test_swap_under_load_fails_no_request(ner_server: RunningServer) -> None:
     threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: all(len(seen[i]) >= 3 for i in range(16)))  # every client is answered by version 1
+    wait_until(timeout=120, condition=lambda: all(len(seen[i]) >= 3 for i in range(16)))  # every client is answered by version 1
     copy_version(ner_server.models, 2)
     status, body = post(f"{ner_server.url}/v2/repository/models/ner/load")
     switched.set()
@@ -179,7 +173,7 @@ def test_unload_refuses_with_503_drains_frees_and_load_brings_it_back(ner_server
     threads = [threading.Thread(target=long_request) for _ in range(3)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: get(f"{ner_server.url}/v2/models/ner/config")[1]["scheduler"]["accepted"] >= accepted + 1)
+    wait_until(timeout=120, condition=lambda: get(f"{ner_server.url}/v2/models/ner/config")[1]["scheduler"]["accepted"] >= accepted + 1)
     rss_before = process.memory_info().rss
     status, body = post(f"{ner_server.url}/v2/repository/models/ner/unload")
     for thread in threads:

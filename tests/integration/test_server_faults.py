@@ -18,13 +18,8 @@ import pytest
 
 from tests.conftest import MODELS_DIR, RunningServer, http_status, start_server
 from tests.integration.test_lifecycle import TEXT, get, infer_body, post
+from tests.helpers import wait_until
 
-
-def wait_until(condition, timeout: float = 60.0, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

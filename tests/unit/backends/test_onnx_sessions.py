@@ -4,7 +4,6 @@ thread (on the first CPU) never shares its CPU with a spinning helper."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from predictors.backends.onnx import session_options
+from tests.helpers import wait_until
 
 CPUS = sorted(os.sched_getaffinity(0))
 
@@ -46,13 +46,7 @@ def test_a_wide_sessions_helper_thread_runs_only_on_the_cpu_it_was_given(tmp_pat
     session = ort.InferenceSession(graph, session_options(2, helper_cpus=[CPUS[1]]), providers=["CPUExecutionProvider"])
     # The helper pins itself once it first runs, which on a busy machine can be a moment after the
     # session is made; other threads of this process (a test runner's) may come and go meanwhile.
-    deadline = time.monotonic() + 30
-    while True:
-        helpers = {tid: cpus for tid, cpus in _thread_cpus().items() if tid not in before}
-        if {CPUS[1]} in helpers.values() or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert {CPUS[1]} in helpers.values(), helpers
+    wait_until(lambda: {CPUS[1]} in [cpus for tid, cpus in _thread_cpus().items() if tid not in before], timeout=30)
     out = session.run(None, {"x": np.ones((4, 256), dtype=np.float32)})[0]
     assert np.allclose(out, 256.0)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 
 import pytest
 from prometheus_client import REGISTRY
@@ -15,7 +14,7 @@ from prometheus_client import REGISTRY
 from predictors.serving.errors import BadModelName, LoadFailed, ModelUnavailable
 from predictors.serving.observability import metrics
 from predictors.serving.repository import READY, UNAVAILABLE
-from tests.helpers import write_folder
+from tests.helpers import wait_until, write_folder
 
 from .stand_ins import StandInPredictor, stand_in_repository
 
@@ -34,12 +33,6 @@ def ready_value(name: str, version: str) -> float | None:
 def infer_threads(name: str) -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(f"infer-{name}-")]
 
-
-def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_a_load_serves_the_model_and_reports_it(tmp_path):
@@ -127,7 +120,7 @@ def test_unload_frees_the_model_and_says_how_to_load_it_again(tmp_path):
     repository = stand_in_repository(tmp_path, ("unloads",))
     asyncio.run(repository.load("unloads"))
     asyncio.run(repository.unload_model("unloads"))
-    wait_until(lambda: infer_threads("unloads") == [])
+    wait_until(timeout=30, condition=lambda: infer_threads("unloads") == [])
     with pytest.raises(ModelUnavailable, match="unloaded; load it again"):
         repository.resolve("unloads")
     assert metrics.tracked("unloads") is None
