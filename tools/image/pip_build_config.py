@@ -34,7 +34,8 @@ PIP_CONF_MOUNT = "/etc/pip.conf"
 TORCH_INDEX_MOUNT = "/run/torch-index"
 
 
-def host_pip_config(python: str) -> dict[str, str]:
+def host_pip_config(python: str, keys: tuple[str, ...] = FORWARDED) -> dict[str, str]:
+    """pip's effective value of each of `keys` (the last of [global], [install], PIP_* that sets it)."""
     listed = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True).stdout
     found: dict[str, dict[str, str]] = {}
     for line in listed.splitlines():
@@ -43,7 +44,7 @@ def host_pip_config(python: str) -> dict[str, str]:
             section, key, value = match.groups()
             found.setdefault(key, {})[section] = value
     effective = {}
-    for key in FORWARDED:
+    for key in keys:
         values = [found.get(key, {}).get(section) for section in SECTIONS]
         values = [v for v in values if v is not None]
         if values:
