@@ -53,13 +53,14 @@ fi
 # The build context's files the Dockerfile COPYs (models/ only into the demo image); with the build
 # flags they make an image's input digest, kept as a label: an unchanged tree skips the build,
 # even the engine's own layer-cache checks (tests/unit/deploy/test_dockerfile.py holds this list
-# to the Dockerfile's COPY lines).
+# to the Dockerfile's COPY lines). The models' build records are hashed without their timings and
+# dates (file_digests.py): a fresh build of the same recipe makes the same files, and the same image.
 CONTEXT_INPUTS=(Dockerfile .dockerignore pyproject.toml README.md constraints.txt predictors)
 inputs_digest() {  # extra paths...
     (cd "$root" && {
         printf '%s\n' "${flags[@]}" "$@"
         find "${CONTEXT_INPUTS[@]}" "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
-            | sort -z | xargs -0 sha256sum
+            | sort -z | xargs -0 "$PY" "$here/file_digests.py"
     } | sha256sum | cut -c1-16)
 }
 
