@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -260,6 +261,39 @@ def import_skops_io() -> Any:
     import skops.io
 
     return skops.io
+
+
+def dump_pipeline(pipeline: Any, path: Path | str) -> None:
+    """skops.io.dump, byte for byte the same for the same pipeline (reproducible_archive)."""
+    raw = import_skops_io().dumps(pipeline, compression=zipfile.ZIP_DEFLATED)
+    Path(path).write_bytes(reproducible_archive(raw))
+
+
+def reproducible_archive(raw: bytes) -> bytes:
+    """A skops archive rewritten so that two dumps of one pipeline are the same bytes.
+
+    skops names each object after its memory address (`__id__` in schema.json, and the .npy member
+    holding an array) and stamps each member with the time of the dump, so two builds of the same
+    model made two different files (and a new demo image). Here every address is replaced by its
+    order of first appearance in the schema (from 1: skops reads 0 as "no id"), members are written
+    in name order with a fixed time. skops.io.load reads the result as it reads its own output."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as source:
+        schema = source.read(SCHEMA).decode()
+        order: dict[str, str] = {}
+        for address in re.findall(r'"__id__":\s*(\d+)', schema):
+            order.setdefault(address, str(len(order) + 1))
+
+        def renumbered(text: str) -> str:
+            return re.sub(r"\b\d+\b", lambda match: order.get(match.group(), match.group()), text)
+
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target:
+            for name, original in sorted((renumbered(n), n) for n in source.namelist()):
+                member = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                member.compress_type = zipfile.ZIP_DEFLATED
+                member.external_attr = 0o644 << 16
+                target.writestr(member, renumbered(schema).encode() if original == SCHEMA else source.read(original))
+    return out.getvalue()
 
 
 def load_pipeline(path: Path) -> Any:

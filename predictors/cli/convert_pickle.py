@@ -26,14 +26,13 @@ import os
 import pickle
 import sys
 import tempfile
-import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..backends.skops_files import TRUSTED_TYPES, PipelineFileError, check_pipeline, import_skops_io, load_pipeline
+from ..backends.skops_files import TRUSTED_TYPES, PipelineFileError, check_pipeline, dump_pipeline, load_pipeline
 from ..backends.sklearn_pipeline import pipeline_logits
 from ..model import HELDOUT_FILE, SKOPS_FILE
 
@@ -210,12 +209,11 @@ def convert(path: Path, output: Path, confirm: Any) -> str:
         check_pipeline(pipeline, path.name)
     except PipelineFileError as exc:
         raise ConversionRefused(str(exc)) from None
-    skops_io = import_skops_io()
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, scratch = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=output.suffix)
     os.close(handle)
     try:
-        skops_io.dump(pipeline, scratch, compression=zipfile.ZIP_DEFLATED)
+        dump_pipeline(pipeline, scratch)
         loaded = load_pipeline(Path(scratch))  # exactly as the server loads it
         texts = sample_texts(path.parent)
         if not np.array_equal(pipeline_logits(pipeline, texts), pipeline_logits(loaded, texts)):

@@ -33,6 +33,7 @@ from ..backends.sklearn_pipeline import MIN_PROBABILITY
 OPSET = 17
 INPUT = "text"
 OUTPUT = "logits"
+GRAPH_NAME = "text_pipeline"
 LOCALE = "C.UTF-8"
 SKLEARN_DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 #: Runs of two or more Unicode letters, digits or underscores, as Python's `\w\w+` between `\b`s.
@@ -59,15 +60,26 @@ def convert_pipeline(pipeline: Any, target: Path) -> dict[str, Any]:
     try:
         # No converter options: with options skl2onnx walks every attribute of the pipeline, the
         # vocabulary included, which takes seconds; the changes below are made on the graph instead.
-        model = convert_sklearn(pipeline, initial_types=[(INPUT, StringTensorType([None, 1]))], target_opset=OPSET)
+        # A fixed graph name: skl2onnx's default is a random uuid.
+        model = convert_sklearn(pipeline, name=GRAPH_NAME, initial_types=[(INPUT, StringTensorType([None, 1]))],
+                                target_opset=OPSET)
     except Exception as exc:
         raise ConversionError(f"skl2onnx {version} cannot convert {steps}: {_first_line(exc)}") from exc
+    _sort_opset_imports(model)
     fixes = [*_set_locale(model), *_default_token_pattern(model, pipeline.steps[0][1])]
     _logits_output(model, pipeline, steps)
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
     return {"converter": "skl2onnx", "version": version, "opset": OPSET, "pipeline": steps,
             "input": f"{INPUT}: [n, 1] strings (the cleaned texts)", "output": f"{OUTPUT}: [n, classes]", "fixes": fixes}
+
+
+def _sort_opset_imports(model: onnx.ModelProto) -> None:
+    """skl2onnx lists the opset domains in set order, which follows the process's string hash seed:
+    sorted, two exports of one pipeline are the same bytes (and the demo image is reused)."""
+    imports = sorted(((o.domain, o.version) for o in model.opset_import))
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in imports)
 
 
 def _set_locale(model: onnx.ModelProto) -> list[str]:

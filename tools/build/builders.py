@@ -19,7 +19,6 @@ import json
 import logging
 import shutil
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +173,7 @@ def assemble_tfidf(spec: ModelSpec, sources: Sources, out: Path, progress: Model
     """Fit the pipeline on the cleaned training texts and save it with skops (model.skops), with the
     held-out texts (heldout.jsonl) as written, uncleaned: the server cleans what it is sent."""
     assert spec.tfidf is not None
-    from predictors.backends.skops_files import import_skops_io
+    from predictors.backends.skops_files import dump_pipeline
     from predictors.model import SKOPS_FILE, TextCleaner
 
     from .tfidf import fit_tfidf
@@ -187,7 +186,7 @@ def assemble_tfidf(spec: ModelSpec, sources: Sources, out: Path, progress: Model
         result = fit_tfidf(data, spec.tfidf, cleaner)
         vocabulary = len(result.pipeline.named_steps["tfidf"].vocabulary_)
         record.note = f"{vocabulary} n-grams, cleaning: {', '.join(cleaner.steps()) or 'none'}"
-    import_skops_io().dump(result.pipeline, out / SKOPS_FILE, compression=zipfile.ZIP_DEFLATED)
+    dump_pipeline(result.pipeline, out / SKOPS_FILE)
     data.write_heldout(out / "heldout.jsonl")
     return {"built_from": f"TF-IDF (word 1-2-grams) + logistic regression fitted with scikit-learn on {described}, "
                           f"{sizes(data)}",

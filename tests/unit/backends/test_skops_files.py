@@ -3,6 +3,7 @@ constructed, and reading a pipeline's labels and features without loading it."""
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -18,8 +19,8 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
 from predictors.backends.skops_files import (
-    TRUSTED_TYPES, PipelineFileError, UntrustedTypes, audit, file_facts, load_pipeline, read_schema, summarize,
-    untrusted_types,
+    TRUSTED_TYPES, PipelineFileError, UntrustedTypes, audit, dump_pipeline, file_facts, load_pipeline, read_schema,
+    summarize, untrusted_types,
 )
 from tests.helpers import PIPELINE_TEXTS, write_pipeline_folder
 
@@ -38,6 +39,24 @@ def test_text_pipelines_of_the_served_kinds_pass_the_audit_and_load(tmp_path, cl
     folder, fitted = write_pipeline_folder(tmp_path / "m", classifier=classifier, labels=labels)
     loaded = load_pipeline(folder / "model.skops")
     assert list(loaded.predict(list(PIPELINE_TEXTS))) == list(fitted.predict(list(PIPELINE_TEXTS)))
+
+
+@pytest.mark.parametrize("classifier", [LogisticRegression(), MultinomialNB(), SGDClassifier(loss="hinge")])
+def test_dump_pipeline_writes_the_same_bytes_for_the_same_pipeline_and_loads_back(tmp_path, classifier):
+    """skops' own dump names objects after memory addresses and stamps the time; a copy of the same
+    pipeline (other addresses) must give the same file, whose members carry no time of the dump."""
+    _, fitted = write_pipeline_folder(tmp_path / "m", classifier=classifier, labels=("a", "b", "c"))
+    plain = [skops.io.dumps(fitted), skops.io.dumps(copy.deepcopy(fitted))]
+    assert plain[0] != plain[1], "skops' own output is expected to differ between copies"
+    dump_pipeline(fitted, tmp_path / "first.skops")
+    dump_pipeline(copy.deepcopy(fitted), tmp_path / "second.skops")
+    assert (tmp_path / "first.skops").read_bytes() == (tmp_path / "second.skops").read_bytes()
+    loaded = load_pipeline(tmp_path / "second.skops")
+    texts = list(PIPELINE_TEXTS)
+    assert (loaded.predict_proba(texts) if hasattr(loaded, "predict_proba") else loaded.decision_function(texts)) \
+        .tolist() == (fitted.predict_proba(texts) if hasattr(fitted, "predict_proba") else fitted.decision_function(texts)).tolist()
+    with zipfile.ZipFile(tmp_path / "second.skops") as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 def test_a_function_in_the_file_is_refused_by_name_before_anything_is_built(tmp_path, monkeypatch):

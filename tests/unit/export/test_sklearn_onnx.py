@@ -4,6 +4,10 @@ serving from skops with the reason in the backend choice."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -33,6 +37,19 @@ def test_the_graph_answers_as_the_scikit_learn_backend(tmp_path, classifier, lab
     _, pipeline = write_pipeline_folder(tmp_path / "m", classifier=classifier, labels=labels)
     convert_pipeline(pipeline, tmp_path / "model.onnx")
     np.testing.assert_allclose(onnx_logits(tmp_path / "model.onnx", TEXTS), pipeline_logits(pipeline, TEXTS), atol=2e-5)
+
+
+def test_conversions_in_two_processes_are_the_same_bytes(tmp_path):
+    """The demo image is reused only when a rebuild makes the same files (tools/image/file_digests.py);
+    skl2onnx's output depended on the graph's random name and on the process's string hash seed."""
+    folder, _ = write_pipeline_folder(tmp_path / "m", classifier=LogisticRegression(), labels=("great", "other"))
+    script = ("import sys; from pathlib import Path; from predictors.backends.skops_files import load_pipeline; "
+              "from predictors.export.sklearn_onnx import convert_pipeline; "
+              "convert_pipeline(load_pipeline(Path(sys.argv[1])), Path(sys.argv[2]))")
+    for seed, name in (("0", "first.onnx"), ("1", "second.onnx")):  # two seeds that order the domains apart
+        subprocess.run([sys.executable, "-c", script, str(folder / "model.skops"), str(tmp_path / name)],
+                       env={**os.environ, "PYTHONHASHSEED": seed}, check=True, timeout=300)
+    assert (tmp_path / "first.onnx").read_bytes() == (tmp_path / "second.onnx").read_bytes()
 
 
 def test_scikit_learns_default_tokens_and_lowercasing_survive_conversion(tmp_path):
