@@ -11,9 +11,11 @@ find-links (where the CPU torch wheel lies), trusted hosts, certificate bundle, 
 configured constraint files. Indexes are searched as pip does, for the best match across all of
 them (uv's default takes each package from the first index that has it).
 
-Bytecode is not compiled here: Python writes each module's cache when it is first imported (the
-Makefile lets it), which costs a process a few seconds once instead of compiling all 26,000 files
-of the venv up front (53 s on 2 cores).
+Bytecode: not all 26,000 files of the venv (`compileall` took 53 s on 2 cores), only what the
+server and the model build import: one process imports the package's modules and the libraries
+they import lazily, and Python caches their bytecode as it goes (the Makefile lets it write the
+cache). Without this, `make serve`'s build and server processes compiled the same modules side by
+side on their first imports.
 """
 
 from __future__ import annotations
@@ -28,6 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "image"))
 from pip_build_config import host_pip_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Libraries the package imports inside functions (a backend, the export, the build) and the BERT
+#: modules transformers loads lazily for the demo models: imported once after the install.
+LAZY_IMPORTS = ("torch", "transformers", "transformers.models.bert.modeling_bert", "safetensors.torch", "onnx",
+                "onnxruntime", "onnxruntime.transformers.optimizer", "onnxruntime.quantization", "sklearn.pipeline",
+                "sklearn.linear_model", "sklearn.feature_extraction.text", "skl2onnx", "skops.io", "kserve")
+WARM_UP = """
+import importlib, pkgutil, sys
+import predictors
+names = [*sys.argv[1:], *(m.name for m in pkgutil.walk_packages(predictors.__path__, "predictors.")
+                           if not m.name.endswith("__main__"))]
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # a cache warm-up: a module that fails to import fails where it is used
+        print(f"warm-up: import {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+"""
 #: pip options with a uv equivalent; `constraint` is pip's config-file constraint list.
 PIP_OPTIONS = ("index-url", "extra-index-url", "find-links", "trusted-host", "no-index", "timeout",
                "default-timeout", "retries", "cert", "constraint")
@@ -64,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                    check=True)
     flags, env = uv_arguments(host_pip_config(args.python, PIP_OPTIONS))
     command = [args.python, "-m", "uv", "pip", "install", "--python", args.python, *flags, *uv_args]
-    return subprocess.run(command, env={**os.environ, **env}).returncode
+    installed = subprocess.run(command, env={**os.environ, **env}).returncode
+    if installed == 0:
+        warm_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run([args.python, "-c", WARM_UP, *LAZY_IMPORTS], cwd=ROOT, env=warm_env)
+    return installed
 
 
 if __name__ == "__main__":
