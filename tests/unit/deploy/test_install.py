@@ -1,10 +1,12 @@
-"""`make install` (tools/install.py): uv is handed the host pip's configuration, and the venv it
-made holds exactly constraints.txt's versions and the CPU torch; and the image build's input digest
-(tools/image/file_digests.py), which reads the models' build records without their timings."""
+"""`make install` (tools/install.py): uv is handed the host pip's configuration, the venv it made
+holds exactly constraints.txt's versions and the CPU torch, and the modules its bytecode warm-up
+imports still exist; and the image build's input digest (tools/image/file_digests.py), which reads
+the models' build records without their timings."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import re
@@ -16,7 +18,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools"))
-from install import uv_arguments  # noqa: E402
+from install import LAZY_IMPORTS, uv_arguments  # noqa: E402
 
 FILE_DIGESTS = ROOT / "tools" / "image" / "file_digests.py"
 
@@ -54,6 +56,12 @@ def test_the_installed_versions_are_the_constraints_versions():
     for required in ("torch", "kserve", "transformers", "onnxruntime", "uv"):
         assert required in installed, f"{required} is not installed"
     assert torch.__version__.endswith("+cpu") and not torch.cuda.is_available(), torch.__version__
+
+
+def test_every_module_the_install_warms_up_still_imports():
+    """A renamed module would only make the warm-up print a warning: caught here instead."""
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
 
 
 def digests(*paths: Path) -> dict[str, str]:
