@@ -68,7 +68,6 @@ def index(server: RunningServer) -> list[dict]:
     return rows
 
 
-
 def test_swap_under_load_fails_no_request(ner_server: RunningServer) -> None:
     """16 clients keep sending while version 2 is copied in and loaded: every answer is 200, names
     the version that answered, and each client sees the switch once (1...1 then 2...2). Each client

@@ -21,7 +21,6 @@ from tests.integration.test_lifecycle import TEXT, get, infer_body, post
 from tests.helpers import wait_until
 
 
-
 @pytest.fixture(scope="module")
 def mixed_server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
     """pii-ner beside a copy whose weights are truncated: the broken one must not hold the healthy one hostage."""

@@ -34,7 +34,6 @@ def infer_threads(name: str) -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(f"infer-{name}-")]
 
 
-
 def test_a_load_serves_the_model_and_reports_it(tmp_path):
     repository = stand_in_repository(tmp_path, ("loads-ok",))
     asyncio.run(repository.load("loads-ok"))
