@@ -22,6 +22,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -79,12 +80,16 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
 def classify(exc: BaseException) -> tuple[str, str]:
     """(kind, message) for a failed download, from the exception and what caused it."""
     chain = _chain(exc)
     names = {type(e).__name__ for e in chain}
     text = " | ".join(str(e) for e in chain)
-    lowered = text.lower()
+    # Words are looked for outside URLs: an endpoint such as http://127.0.0.1:40409/ holds "404".
+    lowered = URL.sub("<url>", text).lower()
     codes = set()
     for e in chain:
         response = getattr(e, "response", None)
@@ -99,8 +104,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
         return "no_space", message
     if codes & {"NoSuchBucket", "NoSuchKey", "404", "NotFound"} or names & {"NotFound", "ResourceNotFoundError"} \
-            or "not found" in lowered or "no model found" in lowered or "does not exist" in lowered or "404" in lowered \
-            or "cannot locate" in lowered:
+            or any(words in lowered for words in ("not found", "no model found", "does not exist", "cannot locate")) \
+            or re.search(r"\b404\b", lowered):
         return "not_found", message
     if codes & {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"} \
             or names & {"NoCredentialsError", "Forbidden", "ClientAuthenticationError", "DefaultCredentialsError"} \

@@ -32,6 +32,11 @@ def wrapped(cause: BaseException, message: str = "S3 error") -> RuntimeError:
     (wrapped(client_error("InvalidAccessKeyId")), "denied"),
     (wrapped(NoCredentialsError()), "denied"),
     (wrapped(EndpointConnectionError(endpoint_url="http://127.0.0.1:1/x")), "unreachable"),
+    # kserve_storage's report of files that failed in its worker pool: text only, the endpoint's port holds "404"
+    (RuntimeError('Failed to download 2 files: team/big/model.onnx: Could not connect to the endpoint URL: '
+                  '"http://127.0.0.1:40409/models/team/big/model.onnx"'), "unreachable"),
+    (RuntimeError("Failed to download 1 files: a.bin: An error occurred (404) when calling the HeadObject operation"),
+     "not_found"),
     (wrapped(GuardRefused("host resolves to 169.254.169.254: a cloud metadata address")), "refused"),
     (OSError(errno.ENOSPC, "No space left on device"), "no_space"),
     (ValueError("something else"), "failed"),
