@@ -117,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
     ports = [options.http_port] + ([options.grpc_port] if options.enable_grpc else [])
+    if len(set(ports)) < len(ports):
+        print(f"error: --http_port and --grpc_port are both {options.http_port}; HTTP and gRPC need a port each",
+              file=sys.stderr)
+        return 2
     for port in ports:
         if not _port_free(port):
             print(f"error: port {port} is already in use; choose another with --http_port / --grpc_port", file=sys.stderr)

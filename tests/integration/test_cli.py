@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, http_status, start_server
+from tests.conftest import ROOT, free_port, http_status, start_server
 from tests.helpers import write_folder
 
 
@@ -118,3 +118,9 @@ def test_live_before_ready_then_ready_after_warm_up(tmp_path, demo_models):
             assert http_status(f"{server.url}/v2/models/topics/ready") == expected
     finally:
         server.stop()
+
+
+def test_one_port_for_http_and_grpc_is_refused(demo_models):
+    port = free_port()
+    result = run_cli("--models-dir", str(demo_models), "--http_port", str(port), "--grpc_port", str(port), timeout=60)
+    assert result.returncode == 2 and f"--http_port and --grpc_port are both {port}" in result.stderr, result.stderr
