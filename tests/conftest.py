@@ -3,8 +3,8 @@ subprocess on free ports and talk to it on 127.0.0.1."""
 
 from __future__ import annotations
 
+import http.client
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import stop_process
+from tests.helpers import free_port, free_ports, stop_process  # noqa: F401 (free_port: for the tests)
 
 # kserve parses sys.argv when it is imported; pytest's own flags must not reach its parser.
 sys.argv = sys.argv[:1]
@@ -25,19 +25,13 @@ MODELS_DIR = Path(os.environ.get("PREDICTORS_TEST_MODELS_DIR", ROOT / "models"))
 DEMO_MODELS = ("news-topic", "pii-ner", "review-sentiment", "review-sentiment-tfidf", "sentence-embedding")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def http_status(url: str, timeout: float = 2.0) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:
             return reply.status
     except urllib.error.HTTPError as exc:
         return exc.code
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not listening yet, or something else on the port
         return 0
 
 
@@ -65,7 +59,7 @@ class RunningServer:
 
 
 def start_server(args: list[str], log: Path, env: dict[str, str] | None = None) -> RunningServer:
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     command = [sys.executable, "-m", "predictors", *args, "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
     handle = log.open("w")
     process = subprocess.Popen(

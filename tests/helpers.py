@@ -1,15 +1,33 @@
 """Builders for small model folders used by unit tests (config files only, no weights), and the
-JSON calls the integration tests make to the real server, and waiting on a condition."""
+JSON calls the integration tests make to the real server, free ports, and waiting on a condition."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports on 127.0.0.1: the sockets stay open until all are chosen, as the
+    kernel may hand a port it just got back to the very next bind."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def write_folder(path: Path, architecture: str = "BertForSequenceClassification", labels=("neg", "pos"),

@@ -15,17 +15,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import stop_process
+from tests.helpers import free_port, stop_process
 
 #: Credentials and region for moto (it accepts any); the server under test reads the same variables
 #: as KServe's storage initializer does.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class MotoServer:

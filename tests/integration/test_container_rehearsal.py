@@ -35,7 +35,7 @@ import yaml
 
 from predictors.deploy.merge import effective_container, resolve_env
 
-from ..conftest import DEMO_MODELS, free_port, http_status
+from ..conftest import DEMO_MODELS, free_port, free_ports, http_status
 from ..rehearsal_helpers import (
     ROOT,
     RequestInFlight,
@@ -207,7 +207,7 @@ def test_container_rehearsal(manifest: Path, image: None, tmp_path: Path):
     assert config_user and config_user.split(":")[0] not in ("0", "root"), f"image USER {config_user!r}: not non-root"
 
     declared = {p["name"]: p["containerPort"] for p in container["ports"]}
-    port_map = {port: free_port() for port in declared.values()}
+    port_map = dict(zip(declared.values(), free_ports(len(declared))))
     env = resolve_env(container, pod_name=f"{name}-predictor-rehearsal")
     container_name = f"predictors-rehearsal-{name}-{uuid.uuid4().hex[:8]}"
     volumes = predictor.get("volumes") or []

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from predictors.serving import seams
+from tests.helpers import free_port
 
 
 @pytest.mark.parametrize("name", sorted(seams.RELIED_ON))
@@ -65,12 +66,6 @@ def test_set_raw_bytes_is_what_kserve_serializes_and_decodes():
 
 
 # ---- uvicorn, for real --------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RunningServer:
     """A QuietSignalsServer with GuardedHttpProtocol in a thread of its own, with its own loop."""
 
@@ -80,7 +75,7 @@ class RunningServer:
 
         protocol = type("Protocol", (seams.GuardedHttpProtocol,),
                         {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes})
-        self.port = _free_port()
+        self.port = free_port()
         config = uvicorn.Config(Starlette(routes=[Route("/", hello)]), host="127.0.0.1", port=self.port,
                                 http=protocol, log_config=None, lifespan="off")
         self.server = seams.QuietSignalsServer(config)

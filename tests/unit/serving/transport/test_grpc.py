@@ -5,7 +5,6 @@ tritonclient.grpc against the real server is tests/integration/test_server_grpc.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import grpc
 import pytest
@@ -16,13 +15,9 @@ from predictors.serving import codec
 from predictors.serving.transport.dataplane import HonestDataPlane
 from predictors.serving.transport.grpc import PredictorServicer, grpc_server
 
+from tests.helpers import free_port
+
 from ..stand_ins import stand_in_repository
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def infer_request(texts: list[str], model: str = "m", version: str = "", datatype: str = "BYTES") -> pb.ModelInferRequest:
