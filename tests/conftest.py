@@ -36,19 +36,42 @@ def http_status(url: str, timeout: float = 2.0) -> int:
 
 
 class RunningServer:
-    def __init__(self, process: subprocess.Popen, http_port: int, grpc_port: int, log: Path) -> None:
-        self.process = process
-        self.http_port = http_port
-        self.grpc_port = grpc_port
-        self.log = log
-        self.url = f"http://127.0.0.1:{http_port}"
-        self.grpc_url = f"127.0.0.1:{grpc_port}"
+    """`python -m predictors ARGS` on two free ports, its output in `log`."""
+
+    #: Between choosing a free port and the server binding it, another process may take it (the
+    #: server then exits with "already in use"): start again on new ports, at most this often.
+    PORT_RACE_RETRIES = 3
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.args, self.log, self.env = args, log, {**os.environ, **(env or {})}
+        self.retries_left = self.PORT_RACE_RETRIES
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.http_port, self.grpc_port = free_ports(2)
+        command = [sys.executable, "-m", "predictors", *self.args,
+                   "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port)]
+        with self.log.open("w") as handle:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=self.env)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
+                output = self.log.read_text()
+                if self.process.returncode == 2 and "is already in use" in output and self.retries_left > 0:
+                    self.retries_left -= 1
+                    self._spawn()
+                    continue
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{output[-4000:]}")
             if http_status(f"{self.url}/v2/health/ready") == 200:
                 return
             time.sleep(0.25)
@@ -59,13 +82,7 @@ class RunningServer:
 
 
 def start_server(args: list[str], log: Path, env: dict[str, str] | None = None) -> RunningServer:
-    http_port, grpc_port = free_ports(2)
-    command = [sys.executable, "-m", "predictors", *args, "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
-    handle = log.open("w")
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-    )
-    return RunningServer(process, http_port, grpc_port, log)
+    return RunningServer(args, log, env)
 
 
 @pytest.fixture(scope="session")
