@@ -72,9 +72,18 @@ build() {  # tag bake [extra input paths]
         echo "predictors:$tag  $(($("$engine" image inspect --format '{{.Size}}' "predictors:$tag") / 1000000)) MB  up to date (inputs $digest)"
         return
     fi
+    local replaced
+    replaced=$("$engine" image inspect --format '{{.Id}}' "predictors:$tag" 2>/dev/null || true)
     echo "== $engine build -t predictors:$tag (BAKE_MODELS=$bake)" >&2
     "$engine" build --layers --tag "predictors:$tag" --build-arg "BAKE_MODELS=$bake" \
         --label "predictors.build-inputs=$digest" "${flags[@]}" "$root" >&2
+    # The image the tag held is left untagged: remove it and its own layers (the layers the new
+    # image shares stay), or each rebuild keeps about a GB. Still in use by a container: kept.
+    if [ -n "$replaced" ] && [ "$replaced" != "$("$engine" image inspect --format '{{.Id}}' "predictors:$tag")" ]; then
+        if "$engine" image rm "$replaced" >/dev/null 2>&1; then
+            echo "removed the image predictors:$tag held before (${replaced:0:12})" >&2
+        fi
+    fi
     local size
     size=$("$engine" image inspect --format '{{.Size}}' "predictors:$tag")
     echo "predictors:$tag  $((size / 1000000)) MB  built in $((SECONDS - started))s"
