@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("uv_args", nargs=argparse.REMAINDER, help="after --: arguments for `uv pip install`")
     args = parser.parse_args(argv)
     uv_args = args.uv_args[1:] if args.uv_args[:1] == ["--"] else args.uv_args
-    subprocess.run([args.python, "-m", "pip", "install", "--quiet", "--constraint", str(ROOT / "constraints.txt"), "uv"],
-                   check=True)
+    pip_install = [args.python, "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip_install, "--constraint", str(ROOT / "constraints.txt"), "uv"], check=True)
     flags, env = uv_arguments(host_pip_config(args.python, PIP_OPTIONS))
     command = [args.python, "-m", "uv", "pip", "install", "--python", args.python, *flags, *uv_args]
     installed = subprocess.run(command, env={**os.environ, **env}).returncode

@@ -91,7 +91,8 @@ def test_swap_under_load_fails_no_request(ner_server: RunningServer) -> None:
     threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
-    wait_until(timeout=120, condition=lambda: all(len(seen[i]) >= 3 for i in range(16)))  # every client is answered by version 1
+    # every client is answered by version 1
+    wait_until(lambda: all(len(seen[i]) >= 3 for i in range(16)), timeout=120)
     copy_version(ner_server.models, 2)
     status, body = post(f"{ner_server.url}/v2/repository/models/ner/load")
     switched.set()
@@ -168,11 +169,12 @@ def test_unload_refuses_with_503_drains_frees_and_load_brings_it_back(ner_server
         status, body = post(f"{ner_server.url}/v2/models/ner/infer", infer_body([TEXT * 8] * 12))
         results.append((status, body.get("error", "")))
 
-    accepted = get(f"{ner_server.url}/v2/models/ner/config")[1]["scheduler"]["accepted"]
+    config = f"{ner_server.url}/v2/models/ner/config"
+    accepted = get(config)[1]["scheduler"]["accepted"]
     threads = [threading.Thread(target=long_request) for _ in range(3)]
     for thread in threads:
         thread.start()
-    wait_until(timeout=120, condition=lambda: get(f"{ner_server.url}/v2/models/ner/config")[1]["scheduler"]["accepted"] >= accepted + 1)
+    wait_until(lambda: get(config)[1]["scheduler"]["accepted"] >= accepted + 1, timeout=120)
     rss_before = process.memory_info().rss
     status, body = post(f"{ner_server.url}/v2/repository/models/ner/unload")
     for thread in threads:

@@ -53,8 +53,11 @@ def test_dump_pipeline_writes_the_same_bytes_for_the_same_pipeline_and_loads_bac
     assert (tmp_path / "first.skops").read_bytes() == (tmp_path / "second.skops").read_bytes()
     loaded = load_pipeline(tmp_path / "second.skops")
     texts = list(PIPELINE_TEXTS)
-    assert (loaded.predict_proba(texts) if hasattr(loaded, "predict_proba") else loaded.decision_function(texts)) \
-        .tolist() == (fitted.predict_proba(texts) if hasattr(fitted, "predict_proba") else fitted.decision_function(texts)).tolist()
+
+    def scores(pipeline):
+        return (pipeline.predict_proba if hasattr(pipeline, "predict_proba") else pipeline.decision_function)(texts)
+
+    assert scores(loaded).tolist() == scores(fitted).tolist()
     with zipfile.ZipFile(tmp_path / "second.skops") as archive:
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
